@@ -1,0 +1,142 @@
+"""The Flask app factory and its thin views (CONVENTIONS.md items 1-2).
+
+Configuration: DEFAULTS, then `CDS_*` environment variables (`CDS_DEADLINE_SECONDS=1.5`, values
+parsed as JSON when they can be), then the mapping given to `create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from cds_hooks import protocol
+from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
+from cds_hooks.fhir.read import parse_datetime
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.pipeline import Runtime, call_service
+from cds_hooks.services import BY_ID, SERVICES, prefetch_templates
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    # Largest request body accepted; a patient's prefetch rarely passes a few MB.
+    "MAX_BODY_BYTES": 10 * 1024 * 1024,
+    # Whole budget for fetching missing data from the EHR's FHIR server, per hook call.
+    "DEADLINE_SECONDS": 2.5,
+    "FHIR_TIMEOUT_SECONDS": 2.0,
+    "FHIR_MAX_PAGES": 20,
+    "FHIR_MAX_BYTES": 20 * 1024 * 1024,
+    "FHIR_WORKERS": 8,
+    # fhirServer must be https (CDS Hooks 2.0); set true only for local test servers.
+    "ALLOW_HTTP_FHIR": False,
+    "CORS_ORIGINS": "*",
+    # Fixed clock for tests and `cds-hooks evaluate --now` (ISO 8601); empty means the real time.
+    "NOW": "",
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.from_prefixed_env("CDS")
+    app.config.update(config or {})
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_BODY_BYTES"])
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    knowledge = app.config.get("KNOWLEDGE") or Knowledge.load()
+    app.extensions["cds_hooks"] = Runtime(
+        config=app.config,
+        knowledge=knowledge,
+        templates=prefetch_templates(knowledge),
+        session=requests.Session(),
+        executor=ThreadPoolExecutor(int(app.config["FHIR_WORKERS"]), "fhir"),
+        clock=_clock(app.config["NOW"]),
+    )
+    _register_errors(app)
+    _register_views(app)
+    app.after_request(_cors)
+    return app
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["cds_hooks"]
+
+
+def _clock(now: str) -> Callable[[], datetime]:
+    if not now:
+        return lambda: datetime.now(UTC)
+    fixed = parse_datetime(now)
+    if fixed is None:
+        raise ValueError(f"CDS_NOW must be an ISO 8601 date-time, not {now!r}")
+    return lambda: fixed
+
+
+def _register_views(app: Flask) -> None:
+    @app.get("/cds-services")
+    def discovery() -> Response:
+        templates = runtime().templates
+        return jsonify({"services": [s.discovery(templates) for s in SERVICES]})
+
+    @app.post("/cds-services/<service_id>")
+    def service(service_id: str) -> Response:
+        declared = BY_ID.get(service_id)
+        if declared is None:
+            raise NotFound(f"no CDS service {service_id[:100]!r}; see GET /cds-services")
+        protocol.check_content_type(request.mimetype)
+        body = protocol.parse_json(request.get_data(cache=False))
+        result = call_service(declared, body, runtime())
+        return jsonify(result.response)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok", "knowledge": runtime().knowledge.version})
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(CdsError)
+    def cds_error(error: CdsError) -> tuple[Response, int]:
+        return jsonify(error.to_dict()), error.status_code
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_error: HTTPException) -> tuple[Response, int]:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return cds_error(PayloadTooLarge(f"the body is larger than {limit} bytes"))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        if error.code == 404:
+            return cds_error(NotFound("no such endpoint; see GET /cds-services"))
+        if error.code == 405:
+            return cds_error(MethodNotAllowed(f"{request.method} is not allowed here"))
+        status = error.code or 400
+        return jsonify({"error": "http_error", "message": error.description}), status
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        # Our bug, not the client's: log it whole, tell the client nothing internal.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify({"error": "internal_error", "message": "the service failed; see its log"}), 500
+
+
+def _cors(response: Response) -> Response:
+    """CORS for browser clients such as the CDS Hooks sandbox (spec: services 'require CORS')."""
+    origins = str(current_app.config["CORS_ORIGINS"])
+    origin = request.headers.get("Origin")
+    if origins == "*":
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin and origin in {o.strip() for o in origins.split(",")}:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    else:
+        return response
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+    response.headers["Access-Control-Max-Age"] = "600"
+    return response

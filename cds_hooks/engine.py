@@ -1,0 +1,94 @@
+"""Run the rules over a patient record: pure, no I/O, no clock (the caller passes `now`).
+
+A rule runs only when a targeted order carries one of its trigger drug keys. A rule whose data is
+unavailable (a FHIR search failed) is skipped, and one info card says which checks did not run.
+A rule that raises is logged and reported the same way: one bad resource must not cost the
+clinician the other checks, nor the EHR a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from cds_hooks.cards import Finding, card_for, make_card
+from cds_hooks.knowledge import Knowledge, RuleSettings
+from cds_hooks.record import MedOrder, PatientRecord
+from cds_hooks.rules import RULES, Rule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RuleContext:
+    """What a rule may read: the record, its own settings, the knowledge, and the time."""
+
+    record: PatientRecord
+    knowledge: Knowledge
+    settings: RuleSettings
+    now: datetime
+
+    @cached_property
+    def current(self) -> list[MedOrder]:
+        return self.record.current(self.knowledge)
+
+    def targets(self, *keys: str) -> list[MedOrder]:
+        return [o for o in self.record.targets if o.has(*keys)]
+
+
+@dataclass
+class Evaluation:
+    findings: list[Finding] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # rule id -> reasons
+    fired: list[str] = field(default_factory=list)
+
+    def cards(self, knowledge: Knowledge) -> list[dict[str, Any]]:
+        cards = [card_for(f, knowledge) for f in self.findings]
+        if self.skipped:
+            cards.append(degraded_card(self.skipped, knowledge))
+        return cards
+
+
+def evaluate(record: PatientRecord, knowledge: Knowledge, now: datetime,
+             rules: Sequence[Rule] = RULES) -> Evaluation:
+    result = Evaluation()
+    for rule in rules:
+        if not any(o.has(*rule.triggers) for o in record.targets):
+            continue
+        missing = [record.unavailable[k] for k in rule.needs if k in record.unavailable]
+        if missing:
+            result.skipped[rule.id] = sorted(set(missing))
+            continue
+        ctx = RuleContext(record, knowledge, knowledge.rule(rule.id), now)
+        try:
+            found = list(rule.evaluate(ctx))
+        except Exception:
+            log.exception("rule %s failed; reported as not run", rule.id)
+            result.skipped[rule.id] = ["the check failed on this patient's data (logged)"]
+            continue
+        result.findings.extend(found)
+        if found:
+            result.fired.append(rule.id)
+    return result
+
+
+def degraded_card(skipped: Mapping[str, list[str]], knowledge: Knowledge) -> dict[str, Any]:
+    text = knowledge.common["degraded"]
+    lines = "\n".join(
+        f"- **{knowledge.rule(rule_id).title}** ({rule_id}): {'; '.join(reasons)}"
+        for rule_id, reasons in skipped.items()
+    )
+    return make_card(
+        summary=text["summary"],
+        indicator="info",
+        detail=text["detail"].format(checks=lines),
+        source={
+            "label": knowledge.common["source_label"].format(version=knowledge.version[:3]),
+            "topic": {"system": knowledge.common["topic_system"], "code": "DATA-UNAVAILABLE",
+                      "display": "Checks that could not run"},
+        },
+    )

@@ -1,0 +1,245 @@
+"""The patient record as the rules see it: resources indexed once per request, orders normalised.
+
+Built from the hook's draft orders and the resolved prefetch/fetched data. FHIR stays plain
+dicts (CONVENTIONS.md item 7); each MedicationRequest is read once into a `MedOrder` that knows
+its drug keys, route and name, so rules never re-parse codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cds_hooks.fhir.read import (
+    as_dict,
+    as_list,
+    bundle_resources,
+    codings,
+    concept_text,
+    effective_time,
+    parse_datetime,
+    ref_of,
+    reference,
+    status_code,
+    text,
+)
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.services import Service
+
+log = logging.getLogger(__name__)
+
+INTRATHECAL_KEY = "drug/baclofen-intrathecal"
+
+
+@dataclass(frozen=True)
+class MedOrder:
+    """A MedicationRequest, read once."""
+
+    ref: str
+    resource: Mapping[str, Any]
+    status: str | None
+    drugs: frozenset[str]
+    name: str
+    by_text: bool
+    intrathecal: bool
+    draft: bool
+    selected: bool
+    concept: Mapping[str, Any]
+    authored: datetime | None
+
+    def has(self, *keys: str) -> bool:
+        return any(k in self.drugs for k in keys)
+
+    def label(self) -> str:
+        """How a card names this order: what and which."""
+        how = " (identified by name only)" if self.by_text else ""
+        return f"{self.name} ({self.ref}){how}"
+
+
+@dataclass(frozen=True)
+class Cond:
+    ref: str
+    resource: Mapping[str, Any]
+    keys: frozenset[str]
+    name: str
+    when: datetime | None
+
+    def label(self) -> str:
+        code = next((f"{_system_name(s)} {c}" for s, c, _ in codings(self.resource.get("code"))
+                     if s and c), None)
+        when = f", recorded {self.when.date().isoformat()}" if self.when else ""
+        return f"Condition: {self.name}" + (f" ({code}{when})" if code else when)
+
+
+@dataclass
+class PatientRecord:
+    hook: str
+    patient: Mapping[str, Any] | None
+    conditions: list[Cond]
+    drafts: list[MedOrder]
+    history: list[MedOrder]
+    observations: list[Mapping[str, Any]]
+    allergies: list[Mapping[str, Any]]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    condition_index: dict[str, Cond] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> list[MedOrder]:
+        return [o for o in self.drafts if o.selected]
+
+    def current(self, knowledge: Knowledge) -> list[MedOrder]:
+        """Current therapy: record orders in a current status, as amended by this call's drafts."""
+        statuses = set(knowledge.data_setting("current_medication_statuses"))
+        drafted = {o.ref for o in self.drafts}
+        kept = [o for o in self.history if o.ref not in drafted and o.status in statuses]
+        return kept + [o for o in self.drafts if o.status in statuses or o.status is None]
+
+    def conditions_in(self, keys: Iterable[str]) -> list[Cond]:
+        wanted = set(keys)
+        return [c for c in self.conditions if c.keys & wanted]
+
+
+def build_record(service: Service, context: Mapping[str, Any], resources: Mapping[str, list],
+                 medications: Mapping[str, Mapping], unavailable: Mapping[str, str],
+                 knowledge: Knowledge) -> PatientRecord:
+    """Index the request's drafts and the patient's resources for the rules."""
+    draft_resources = bundle_resources(context.get(service.drafts_field))
+    meds = dict(medications)
+    for res in draft_resources:
+        if res.get("resourceType") == "Medication" and (ref := ref_of(res)):
+            meds.setdefault(ref, res)
+    selections = set(as_list(context.get("selections")))
+
+    by_type: dict[str, dict[str, Mapping]] = {}
+    for key_resources in resources.values():
+        for res in key_resources:
+            if isinstance(res, dict):
+                rtype = res.get("resourceType")
+                by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
+    for ref, med in by_type.get("Medication", {}).items():
+        meds.setdefault(ref, med)
+
+    drafts = [
+        _med_order(r, meds, knowledge, draft=True,
+                   selected=not service.targets_selections or ref_of(r) in selections)
+        for r in draft_resources if r.get("resourceType") == "MedicationRequest"
+    ]
+    history = [_med_order(r, meds, knowledge, draft=False, selected=False)
+               for r in by_type.get("MedicationRequest", {}).values()]
+    all_conditions = [_cond(r, knowledge) for r in by_type.get("Condition", {}).values()]
+    patients = list(by_type.get("Patient", {}).values())
+    return PatientRecord(
+        hook=service.hook,
+        patient=patients[0] if patients else None,
+        conditions=[c for c in all_conditions if _is_active(c.resource, knowledge)],
+        drafts=drafts,
+        history=history,
+        observations=list(by_type.get("Observation", {}).values()),
+        allergies=list(by_type.get("AllergyIntolerance", {}).values()),
+        unavailable=dict(unavailable),
+        condition_index={c.ref: c for c in all_conditions},
+    )
+
+
+def _med_order(resource: Mapping, meds: Mapping[str, Mapping], knowledge: Knowledge, *,
+               draft: bool, selected: bool) -> MedOrder:
+    terminology = knowledge.terminology
+    concept, ref_display = _medication_concept(resource, meds)
+    drugs = terminology.keys_for_concept(concept)
+    for ingredient in _ingredients(resource, meds):
+        drugs |= terminology.keys_for_concept(ingredient)
+    name = concept_text(concept) or ref_display or "unnamed medication"
+    by_text = False
+    if not any(k.startswith("drug/") for k in drugs):
+        drugs = terminology.keys_for_text(name)
+        by_text = bool(drugs)
+    return MedOrder(
+        ref=ref_of(resource) or f"MedicationRequest/{id(resource)}",
+        resource=resource,
+        status=text(resource.get("status")),
+        drugs=drugs,
+        name=name,
+        by_text=by_text,
+        intrathecal=_intrathecal(resource, drugs, name, knowledge),
+        draft=draft,
+        selected=selected,
+        concept=concept,
+        authored=parse_datetime(resource.get("authoredOn")),
+    )
+
+
+def _medication_concept(resource: Mapping, meds: Mapping[str, Mapping]) -> tuple[dict, str | None]:
+    """The medication's CodeableConcept, following medicationReference when it must."""
+    if concept := as_dict(resource.get("medicationCodeableConcept")):
+        return concept, None
+    med_ref = as_dict(resource.get("medicationReference"))
+    medication = _referenced_medication(resource, reference(med_ref), meds)
+    return as_dict(medication.get("code")), text(med_ref.get("display"))
+
+
+def _referenced_medication(resource: Mapping, ref: str | None, meds: Mapping) -> Mapping:
+    if not ref:
+        return {}
+    if ref.startswith("#"):
+        return next((c for c in as_list(resource.get("contained"))
+                     if isinstance(c, dict) and c.get("id") == ref[1:]), {})
+    # Absolute references on the EHR's server end in the same `Medication/<id>`.
+    tail = "/".join(ref.rstrip("/").split("/")[-2:])
+    return as_dict(meds.get(ref) or meds.get(tail))
+
+
+def _ingredients(resource: Mapping, meds: Mapping) -> Iterable[Mapping]:
+    medication = _referenced_medication(resource, reference(resource.get("medicationReference")),
+                                        meds)
+    for item in as_list(medication.get("ingredient")):
+        if concept := as_dict(as_dict(item).get("itemCodeableConcept")):
+            yield concept
+
+
+def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str,
+                 knowledge: Knowledge) -> bool:
+    if INTRATHECAL_KEY in drugs:
+        return True
+    for dosage in as_list(resource.get("dosageInstruction")):
+        route = as_dict(dosage).get("route") if isinstance(dosage, dict) else None
+        if knowledge.terminology.in_valueset(route, "route/intrathecal"):
+            return True
+        if "intrathecal" in (concept_text(route) or "").lower():
+            return True
+    return "intrathecal" in name.lower()
+
+
+def _cond(resource: Mapping, knowledge: Knowledge) -> Cond:
+    return Cond(
+        ref=ref_of(resource) or f"Condition/{id(resource)}",
+        resource=resource,
+        keys=knowledge.terminology.keys_for_concept(resource.get("code")),
+        name=concept_text(resource.get("code")) or "unnamed condition",
+        when=effective_time(resource),
+    )
+
+
+def _is_active(resource: Mapping, knowledge: Knowledge) -> bool:
+    """Active (or no clinicalStatus) and not refuted or entered in error (clinical-rules.md)."""
+    clinical = status_code(resource, "clinicalStatus")
+    if clinical is None:
+        # No status but an abatement date: the condition has ended.
+        if any(k.startswith("abatement") for k in resource):
+            return False
+    elif clinical not in knowledge.data_setting("active_condition_statuses"):
+        return False
+    verification = status_code(resource, "verificationStatus")
+    return verification not in knowledge.data_setting("excluded_verification_statuses")
+
+
+def _system_name(system: str) -> str:
+    names = {
+        "http://snomed.info/sct": "SNOMED CT",
+        "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+        "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+        "http://loinc.org": "LOINC",
+    }
+    return names.get(system, system)

@@ -1,0 +1,38 @@
+"""The rules, in the order their cards appear. Each module restates its guideline and cites it.
+
+A rule module defines RULE_ID, NEEDS (prefetch keys whose data it reads), TRIGGERS (drug keys of a
+targeted order that make it relevant) and `evaluate(ctx) -> Iterable[Finding]`. Rules never do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from cds_hooks.rules import bac_dopamine_antagonist, bac_indication
+
+if TYPE_CHECKING:
+    from cds_hooks.cards import Finding
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    needs: tuple[str, ...]
+    triggers: tuple[str, ...]
+    evaluate: Callable[[Any], Iterable[Finding]]
+
+    @classmethod
+    def of(cls, module: ModuleType) -> Rule:
+        return cls(module.RULE_ID, tuple(module.NEEDS), tuple(module.TRIGGERS), module.evaluate)
+
+
+RULES: tuple[Rule, ...] = tuple(
+    Rule.of(m)
+    for m in (
+        bac_indication,
+        bac_dopamine_antagonist,
+    )
+)

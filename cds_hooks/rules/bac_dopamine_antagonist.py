@@ -1,0 +1,62 @@
+"""BAC-DOPAMINE-ANTAGONIST: baclofen together with a dopamine antagonist.
+
+When baclofen is ordered while a dopamine antagonist (typical or atypical antipsychotic,
+metoclopramide, prochlorperazine, promethazine, droperidol...) is current therapy or another draft,
+or a dopamine antagonist is ordered while baclofen is, then warn on the new order, naming the
+other drug and its order. Source: [G] "Drug interactions": baclofen alters receptor sensitivity
+and can cause paradoxical reactions with dopamine antagonists, and interacts with antipsychotics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cds_hooks import suggestions
+from cds_hooks.cards import Finding
+
+RULE_ID = "BAC-DOPAMINE-ANTAGONIST"
+NEEDS = ("medications",)
+BACLOFEN = "drug/baclofen"
+
+
+def _antagonist_keys(ctx) -> tuple[str, ...]:
+    return ctx.settings.keys("dopamine_antagonists")
+
+
+TRIGGERS = (BACLOFEN, "drug-group/dopamine-antagonists-all")
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    antagonists = _antagonist_keys(ctx)
+    for order in ctx.record.targets:
+        if order.has(BACLOFEN):
+            others = [o for o in ctx.current if o.ref != order.ref and o.has(*antagonists)]
+            pairs = [(order, other) for other in others]
+        elif order.has(*antagonists):
+            others = [o for o in ctx.current if o.ref != order.ref and o.has(BACLOFEN)]
+            pairs = [(other, order) for other in others]
+        else:
+            continue
+        if not pairs:
+            continue
+        baclofen, antagonist = pairs[0]
+        facts = {
+            "order": order.label(),
+            "drug": order.name,
+            "baclofen": baclofen.label(),
+            "antagonist": antagonist.name,
+            "antagonist_order": f"{antagonist.ref}, {_state(antagonist)}",
+        }
+        evidence = tuple(
+            f"{'Baclofen' if o.has(BACLOFEN) else 'Dopamine antagonist'}: {o.label()}, "
+            f"{_state(o)}" for o in others
+        )
+        yield Finding(RULE_ID, "interaction", order.ref, facts, evidence,
+                      (suggestions.cancel(order),))
+
+
+def _state(order) -> str:
+    if order.draft:
+        return "another draft order in this session" if not order.selected else "this order"
+    authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
+    return f"status {order.status}{authored}"
