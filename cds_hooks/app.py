@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_hooks import protocol
@@ -61,8 +61,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     _register_errors(app)
     _register_views(app)
+    for blueprint in _features(app):
+        app.register_blueprint(blueprint)
     app.after_request(_cors)
     return app
+
+
+def _features(app: Flask) -> list[Blueprint]:
+    """Routes beyond the hook path (feedback, preview, metrics...), one blueprint per module."""
+    return []
 
 
 def runtime() -> Runtime:
@@ -122,7 +129,9 @@ def _register_errors(app: Flask) -> None:
     def unexpected(error: Exception) -> tuple[Response, int]:
         # Our bug, not the client's: log it whole, tell the client nothing internal.
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify({"error": "internal_error", "message": "the service failed; see its log"}), 500
+        return jsonify(
+            {"error": "internal_error", "message": "the service failed; see its log"}
+        ), 500
 
 
 def _cors(response: Response) -> Response:

@@ -1,0 +1,1 @@
+"""Subcommands of `cds-hooks`, one module each."""
