@@ -55,7 +55,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         config=app.config,
         knowledge=knowledge,
         templates=prefetch_templates(knowledge),
-        session=requests.Session(),
+        session=_session(),
         executor=ThreadPoolExecutor(int(app.config["FHIR_WORKERS"]), "fhir"),
         clock=_clock(app.config["NOW"]),
     )
@@ -70,6 +70,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def _features(app: Flask) -> list[Blueprint]:
     """Routes beyond the hook path (feedback, preview, metrics...), one blueprint per module."""
     return []
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    # Never let ~/.netrc or proxy variables replace the EHR's bearer token or reroute it.
+    session.trust_env = False
+    return session
 
 
 def runtime() -> Runtime:

@@ -90,8 +90,11 @@ def make_card(
 def source_for(rule: RuleSettings, knowledge: Knowledge) -> dict[str, Any]:
     source: dict[str, Any] = {
         "label": knowledge.source_label(rule),
-        "topic": {"system": knowledge.common["topic_system"], "code": rule.id,
-                  "display": rule.title},
+        "topic": {
+            "system": knowledge.common["topic_system"],
+            "code": rule.id,
+            "display": rule.title,
+        },
     }
     if rule.url:
         source["url"] = rule.url

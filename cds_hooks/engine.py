@@ -53,8 +53,9 @@ class Evaluation:
         return cards
 
 
-def evaluate(record: PatientRecord, knowledge: Knowledge, now: datetime,
-             rules: Sequence[Rule] = RULES) -> Evaluation:
+def evaluate(
+    record: PatientRecord, knowledge: Knowledge, now: datetime, rules: Sequence[Rule] = RULES
+) -> Evaluation:
     result = Evaluation()
     for rule in rules:
         if not any(o.has(*rule.triggers) for o in record.targets):
@@ -88,7 +89,10 @@ def degraded_card(skipped: Mapping[str, list[str]], knowledge: Knowledge) -> dic
         detail=text["detail"].format(checks=lines),
         source={
             "label": knowledge.common["source_label"].format(version=knowledge.version[:3]),
-            "topic": {"system": knowledge.common["topic_system"], "code": "DATA-UNAVAILABLE",
-                      "display": "Checks that could not run"},
+            "topic": {
+                "system": knowledge.common["topic_system"],
+                "code": "DATA-UNAVAILABLE",
+                "display": "Checks that could not run",
+            },
         },
     )

@@ -52,17 +52,23 @@ def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
     config = runtime.config
     deadline = time.monotonic() + float(config["DEADLINE_SECONDS"])
     client = client_for(
-        body, runtime.session, runtime.executor,
+        body,
+        runtime.session,
+        runtime.executor,
         timeout=float(config["FHIR_TIMEOUT_SECONDS"]),
         max_pages=int(config["FHIR_MAX_PAGES"]),
         max_bytes=int(config["FHIR_MAX_BYTES"]),
         allow_http=bool(config["ALLOW_HTTP_FHIR"]),
     )
     data = resolve(body, runtime.templates, client, deadline)
-    unavailable = {key: f"{key}: {reason}" for key, reason in data.failures.items()
-                   if data.sources.get(key) == "failed"}
-    record = build_record(service, body["context"], data.resources, data.medications,
-                          unavailable, runtime.knowledge)
+    unavailable = {
+        key: f"{key}: {reason}"
+        for key, reason in data.failures.items()
+        if data.sources.get(key) == "failed"
+    }
+    record = build_record(
+        service, body["context"], data.resources, data.medications, unavailable, runtime.knowledge
+    )
     result = evaluate(record, runtime.knowledge, runtime.clock())
     return CallResult(
         response={"cards": result.cards(runtime.knowledge)},

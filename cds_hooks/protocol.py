@@ -28,8 +28,9 @@ def parse_json(raw: bytes) -> Any:
     except UnicodeDecodeError as error:
         raise BadRequest(f"the body is not UTF-8 text: {error.reason}") from None
     except json.JSONDecodeError as error:
-        raise BadRequest(f"the body is not valid JSON: {error.msg} at line {error.lineno}, "
-                         f"column {error.colno}") from None
+        raise BadRequest(
+            f"the body is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from None
     except _DuplicateKey as error:
         raise BadRequest(f"the body repeats the key {str(error)[:100]!r} in one object") from None
     except RecursionError:
@@ -57,8 +58,10 @@ def validate(body: Any, hook: str, drafts_field: str) -> None:
         raise BadRequest("the body must be a JSON object", [Problem("$", "not an object")])
     sent = body.get("hook")
     if isinstance(sent, str) and sent != hook:
-        raise HookMismatch(f"this service answers the {hook!r} hook, not {sent[:100]!r}",
-                           [Problem("$.hook", f"expected {hook!r}")])
+        raise HookMismatch(
+            f"this service answers the {hook!r} hook, not {sent[:100]!r}",
+            [Problem("$.hook", f"expected {hook!r}")],
+        )
     problems = schemas.problems(f"request-{hook}", body)
     if problems:
         raise BadRequest("the hook request is not valid", problems)

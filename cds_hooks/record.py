@@ -68,8 +68,10 @@ class Cond:
     when: datetime | None
 
     def label(self) -> str:
-        code = next((f"{_system_name(s)} {c}" for s, c, _ in codings(self.resource.get("code"))
-                     if s and c), None)
+        code = next(
+            (f"{_system_name(s)} {c}" for s, c, _ in codings(self.resource.get("code")) if s and c),
+            None,
+        )
         when = f", recorded {self.when.date().isoformat()}" if self.when else ""
         return f"Condition: {self.name}" + (f" ({code}{when})" if code else when)
 
@@ -102,9 +104,14 @@ class PatientRecord:
         return [c for c in self.conditions if c.keys & wanted]
 
 
-def build_record(service: Service, context: Mapping[str, Any], resources: Mapping[str, list],
-                 medications: Mapping[str, Mapping], unavailable: Mapping[str, str],
-                 knowledge: Knowledge) -> PatientRecord:
+def build_record(
+    service: Service,
+    context: Mapping[str, Any],
+    resources: Mapping[str, list],
+    medications: Mapping[str, Mapping],
+    unavailable: Mapping[str, str],
+    knowledge: Knowledge,
+) -> PatientRecord:
     """Index the request's drafts and the patient's resources for the rules."""
     draft_resources = bundle_resources(context.get(service.drafts_field))
     meds = dict(medications)
@@ -123,12 +130,20 @@ def build_record(service: Service, context: Mapping[str, Any], resources: Mappin
         meds.setdefault(ref, med)
 
     drafts = [
-        _med_order(r, meds, knowledge, draft=True,
-                   selected=not service.targets_selections or ref_of(r) in selections)
-        for r in draft_resources if r.get("resourceType") == "MedicationRequest"
+        _med_order(
+            r,
+            meds,
+            knowledge,
+            draft=True,
+            selected=not service.targets_selections or ref_of(r) in selections,
+        )
+        for r in draft_resources
+        if r.get("resourceType") == "MedicationRequest"
     ]
-    history = [_med_order(r, meds, knowledge, draft=False, selected=False)
-               for r in by_type.get("MedicationRequest", {}).values()]
+    history = [
+        _med_order(r, meds, knowledge, draft=False, selected=False)
+        for r in by_type.get("MedicationRequest", {}).values()
+    ]
     all_conditions = [_cond(r, knowledge) for r in by_type.get("Condition", {}).values()]
     patients = list(by_type.get("Patient", {}).values())
     return PatientRecord(
@@ -144,8 +159,14 @@ def build_record(service: Service, context: Mapping[str, Any], resources: Mappin
     )
 
 
-def _med_order(resource: Mapping, meds: Mapping[str, Mapping], knowledge: Knowledge, *,
-               draft: bool, selected: bool) -> MedOrder:
+def _med_order(
+    resource: Mapping,
+    meds: Mapping[str, Mapping],
+    knowledge: Knowledge,
+    *,
+    draft: bool,
+    selected: bool,
+) -> MedOrder:
     terminology = knowledge.terminology
     concept, ref_display = _medication_concept(resource, meds)
     drugs = terminology.keys_for_concept(concept)
@@ -184,23 +205,29 @@ def _referenced_medication(resource: Mapping, ref: str | None, meds: Mapping) ->
     if not ref:
         return {}
     if ref.startswith("#"):
-        return next((c for c in as_list(resource.get("contained"))
-                     if isinstance(c, dict) and c.get("id") == ref[1:]), {})
+        return next(
+            (
+                c
+                for c in as_list(resource.get("contained"))
+                if isinstance(c, dict) and c.get("id") == ref[1:]
+            ),
+            {},
+        )
     # Absolute references on the EHR's server end in the same `Medication/<id>`.
     tail = "/".join(ref.rstrip("/").split("/")[-2:])
     return as_dict(meds.get(ref) or meds.get(tail))
 
 
 def _ingredients(resource: Mapping, meds: Mapping) -> Iterable[Mapping]:
-    medication = _referenced_medication(resource, reference(resource.get("medicationReference")),
-                                        meds)
+    medication = _referenced_medication(
+        resource, reference(resource.get("medicationReference")), meds
+    )
     for item in as_list(medication.get("ingredient")):
         if concept := as_dict(as_dict(item).get("itemCodeableConcept")):
             yield concept
 
 
-def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str,
-                 knowledge: Knowledge) -> bool:
+def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str, knowledge: Knowledge) -> bool:
     if INTRATHECAL_KEY in drugs:
         return True
     for dosage in as_list(resource.get("dosageInstruction")):

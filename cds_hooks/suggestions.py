@@ -26,21 +26,36 @@ def cancel(order: MedOrder, name: str = "cancel") -> Suggestion:
     """Remove the draft order from the ordering session."""
     return Suggestion(
         name=name,
-        actions=({"type": "delete", "description": f"Remove the draft order {order.ref}",
-                  "resourceId": order.ref},),
+        actions=(
+            {
+                "type": "delete",
+                "description": f"Remove the draft order {order.ref}",
+                "resourceId": order.ref,
+            },
+        ),
     )
 
 
-def create(resource: Mapping[str, Any], description: str, name: str,
-           recommended: bool = False) -> Suggestion:
-    return Suggestion(name=name, recommended=recommended,
-                      actions=({"type": "create", "description": description,
-                                "resource": validated(resource)},))
+def create(
+    resource: Mapping[str, Any], description: str, name: str, recommended: bool = False
+) -> Suggestion:
+    return Suggestion(
+        name=name,
+        recommended=recommended,
+        actions=({"type": "create", "description": description, "resource": validated(resource)},),
+    )
 
 
-def replace(order: MedOrder, resource: Mapping[str, Any], description: str, name: str,
-            recommended: bool = False) -> Suggestion:
+def replace(
+    order: MedOrder,
+    resource: Mapping[str, Any],
+    description: str,
+    name: str,
+    recommended: bool = False,
+) -> Suggestion:
     """Update the draft order in place with a whole new version of it."""
-    return Suggestion(name=name, recommended=recommended,
-                      actions=({"type": "update", "description": description,
-                                "resource": validated(resource)},))
+    return Suggestion(
+        name=name,
+        recommended=recommended,
+        actions=({"type": "update", "description": description, "resource": validated(resource)},),
+    )

@@ -80,7 +80,7 @@ def parse_date(value: Any) -> date | None:
 
 
 def effective_time(resource: Mapping) -> datetime | None:
-    """When an Observation or Condition applies: effective[x] / onset[x], else issued/recordedDate."""
+    """When an Observation or Condition applies: effective[x]/onset[x], else issued/recorded."""
     for key in ("effectiveDateTime", "effectiveInstant", "onsetDateTime", "issued", "recordedDate"):
         if moment := parse_datetime(resource.get(key)):
             return moment

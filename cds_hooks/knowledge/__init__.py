@@ -1,4 +1,4 @@
-"""Clinical knowledge as versioned data: value sets, rule settings and card wording, checked at start.
+"""Clinical knowledge as versioned data: value sets, rule settings, card wording; checked at start.
 
 Nothing clinical is a literal in code: thresholds, indicators, wording and citations live in
 `rules/<family>.json` (validated against `settings.schema.json`, unknown keys fail), value sets in
@@ -63,8 +63,9 @@ class RuleSettings:
 class Knowledge:
     """Everything the rules know, loaded once per process."""
 
-    def __init__(self, common: Mapping[str, Any], rules: Mapping[str, RuleSettings],
-                 terminology: Terminology):
+    def __init__(
+        self, common: Mapping[str, Any], rules: Mapping[str, RuleSettings], terminology: Terminology
+    ):
         self.common = common
         self.rules = rules
         self.terminology = terminology

@@ -48,11 +48,12 @@ def evaluate(ctx) -> Iterator[Finding]:
             "antagonist_order": f"{antagonist.ref}, {_state(antagonist)}",
         }
         evidence = tuple(
-            f"{'Baclofen' if o.has(BACLOFEN) else 'Dopamine antagonist'}: {o.label()}, "
-            f"{_state(o)}" for o in others
+            f"{'Baclofen' if o.has(BACLOFEN) else 'Dopamine antagonist'}: {o.label()}, {_state(o)}"
+            for o in others
         )
-        yield Finding(RULE_ID, "interaction", order.ref, facts, evidence,
-                      (suggestions.cancel(order),))
+        yield Finding(
+            RULE_ID, "interaction", order.ref, facts, evidence, (suggestions.cancel(order),)
+        )
 
 
 def _state(order) -> str:

@@ -36,19 +36,28 @@ def evaluate(ctx) -> Iterator[Finding]:
         off_reason = next(((name, keys) for name, keys in reasons if keys & off_label), None)
         if off_reason:
             name, keys = off_reason
-            yield Finding(RULE_ID, "off_label_reason", order.ref,
-                          {**facts, "condition": _category(keys & off_label, terminology, name)},
-                          (f"Order reason: {name}",), cancel)
+            yield Finding(
+                RULE_ID,
+                "off_label_reason",
+                order.ref,
+                {**facts, "condition": _category(keys & off_label, terminology, name)},
+                (f"Order reason: {name}",),
+                cancel,
+            )
             continue
         if any(keys & labelled for _name, keys in reasons) or ctx.record.conditions_in(labelled):
             continue
         off_conditions = ctx.record.conditions_in(off_label)
         if off_conditions:
             first = off_conditions[0]
-            yield Finding(RULE_ID, "off_label_condition", order.ref,
-                          {**facts, "condition": _category(first.keys & off_label, terminology,
-                                                           first.name)},
-                          tuple(c.label() for c in off_conditions), cancel)
+            yield Finding(
+                RULE_ID,
+                "off_label_condition",
+                order.ref,
+                {**facts, "condition": _category(first.keys & off_label, terminology, first.name)},
+                tuple(c.label() for c in off_conditions),
+                cancel,
+            )
         elif not reasons:
             yield Finding(RULE_ID, "no_indication", order.ref, facts)
 

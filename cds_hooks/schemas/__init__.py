@@ -1,4 +1,4 @@
-"""JSON Schemas for what crosses the wire, loaded and compiled once (CDS Hooks 2.0 has no normative schema)."""
+"""JSON Schemas for what crosses the wire, compiled once (CDS Hooks 2.0 has no normative schema)."""
 
 from __future__ import annotations
 

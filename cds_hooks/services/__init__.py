@@ -21,8 +21,8 @@ class Service:
     title: str
     description: str
     usage_requirements: str
-    drafts_field: str          # context field holding the Bundle of draft orders
-    targets_selections: bool   # guidance targets `selections` only (order-select)
+    drafts_field: str  # context field holding the Bundle of draft orders
+    targets_selections: bool  # guidance targets `selections` only (order-select)
 
     @property
     def schema(self) -> str:
@@ -61,9 +61,8 @@ def prefetch_templates(knowledge: Knowledge) -> dict[str, str]:
     return {
         "patient": f"Patient/{patient}",
         "conditions": f"Condition?patient={patient}",
-        "medications": f"MedicationRequest?patient={patient}"
-                       "&_include=MedicationRequest:medication",
+        "medications": f"MedicationRequest?patient={patient}&_include=MedicationRequest:medication",
         "observations": f"Observation?patient={patient}&code={','.join(dict.fromkeys(codes))}"
-                        "&_sort=-date",
+        "&_sort=-date",
         "allergies": f"AllergyIntolerance?patient={patient}",
     }

@@ -1,0 +1,480 @@
+"""Kidney function from a patient's Observations and Conditions (pure, no I/O, no clock).
+
+Used by BAC-RENAL and TIZ-RENAL (clinical-rules.md): "creatinine clearance, else eGFR, else a CKD
+stage / dialysis / kidney-failure condition". Creatinine clearance is rarely stored as such
+(terminology README caveat 6), so when no measured CrCl or eGFR is usable it is estimated with
+Cockcroft-Gault from a recent serum creatinine, body weight, age and sex:
+
+    CrCl (mL/min) = (140 - age) x weight (kg) / (72 x serum creatinine (mg/dL))  [x 0.85 if female]
+
+Priority: latest usable measured CrCl; else latest usable eGFR; else Cockcroft-Gault; else an active
+CKD stage 4-5 / ESRD / dialysis Condition. The ``dialysis`` flag is set whenever an active dialysis
+Condition exists, whatever the source of the value. Thresholds are the caller's (rule settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from cds_hooks.fhir.read import (
+    as_dict,
+    as_list,
+    codings,
+    concept_text,
+    effective_time,
+    parse_date,
+    quantity,
+    ref_of,
+    status_code,
+    text,
+)
+
+log = logging.getLogger(__name__)
+
+Codes = frozenset[tuple[str, str]]
+
+USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
+ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
+EXCLUDED_VERIFICATION_STATUSES = frozenset({"refuted", "entered-in-error"})
+MIN_COCKCROFT_GAULT_AGE = 18  # the equation was derived in adults
+FUTURE_TOLERANCE = timedelta(days=1)  # clock skew / time zones; later results are data errors
+
+_SYSTEM_NAMES = {
+    "http://loinc.org": "LOINC",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
+}
+# Equation names for the eGFR codes a card should name (others are just "eGFR").
+_EGFR_NAMES = {
+    "98979-8": "eGFR CKD-EPI 2021",
+    "98980-6": "eGFR CKD-EPI 2021 creatinine-cystatin C",
+    "33914-3": "eGFR MDRD",
+    "48642-3": "eGFR MDRD (race-based)",
+    "48643-1": "eGFR MDRD (race-based)",
+    "88293-6": "eGFR CKD-EPI 2009 (race-based)",
+    "88294-4": "eGFR CKD-EPI 2009 (race-based)",
+}
+# Clearance units (normalised: lower case, no spaces, braces or underscores) -> factor to mL/min.
+_CLEARANCE_UNITS = {
+    "ml/min": 1.0,
+    "ml/min/1.73m2": 1.0,
+    "ml/s": 60.0,
+    "ml/s/1.73m2": 60.0,
+}
+_CREATININE_UNITS = {  # -> mg/dL
+    "mg/dl": 1.0,
+    "umol/l": 1 / 88.4,
+    "\u00b5mol/l": 1 / 88.4,  # micro sign
+    "\u03bcmol/l": 1 / 88.4,  # Greek mu
+    "mmol/l": 1000 / 88.4,
+}
+_WEIGHT_UNITS = {  # -> kg
+    "kg": 1.0,
+    "g": 0.001,
+    "[lb_av]": 0.45359237,
+    "lb": 0.45359237,
+    "lbs": 0.45359237,
+    "[lb_us]": 0.45359237,
+}
+_VALUE_STRING_RE = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?|\.\d+)\s*(.*?)\s*$")
+_COMPARATOR_ORDER = {"<": 0, "<=": 1, None: 2, ">=": 3, ">": 4}
+
+
+@dataclass(frozen=True)
+class RenalCodes:
+    """(system, code) sets, built by the caller from the knowledge value sets."""
+
+    crcl: Codes
+    egfr: Codes
+    creatinine: Codes
+    weight: Codes  # LOINC 29463-7 body weight, 3141-9
+    ckd_severe: Codes  # CKD stage 4/5, ESRD conditions
+    dialysis: Codes  # dialysis dependence conditions
+
+
+@dataclass(frozen=True)
+class RenalFunction:
+    kind: str  # "crcl" | "crcl-cockcroft-gault" | "egfr" | "condition"
+    value_ml_min: float | None  # None for kind "condition"
+    comparator: str | None  # e.g. ">" for "> 60"
+    label: str  # e.g. "creatinine clearance (LOINC 2164-2)"
+    when: datetime | None
+    source: str | None  # "Observation/abc" or "Condition/xyz"
+    dialysis: bool = False  # an active dialysis Condition exists (whatever the kind)
+    severe_condition: bool = False  # kind "condition" from CKD 4/5 or ESRD
+
+    def describe(self) -> str:
+        """One sentence for a card: what, value with unit, when."""
+        day = self.when.astimezone(UTC).date().isoformat() if self.when else None
+        value = _fmt(self.value_ml_min) if self.value_ml_min is not None else "?"
+        shown = f"{self.comparator} {value}" if self.comparator else value
+        if self.kind == "condition":
+            sentence = f"active condition {_with_date(self.label, day)}"
+        elif self.kind == "crcl-cockcroft-gault":
+            sentence = f"estimated creatinine clearance {shown} mL/min ({self.label})"
+        else:
+            name, unit = (
+                ("eGFR", "mL/min/1.73m2")
+                if self.kind == "egfr"
+                else ("creatinine clearance", "mL/min")
+            )
+            reference = _parenthetical(self.label)
+            details = ", ".join(part for part in (reference, day) if part)
+            sentence = f"{name} {shown} {unit}" + (f" ({details})" if details else "")
+        if self.dialysis and self.kind != "condition":
+            sentence += ", and the patient has an active dialysis condition"
+        return sentence
+
+
+def _fmt(value: float) -> str:
+    return f"{round(value, 4):.4f}".rstrip("0").rstrip(".")
+
+
+def _parenthetical(label: str) -> str | None:
+    match = re.search(r"\(([^()]*)\)\s*$", label)
+    return match.group(1) if match else None
+
+
+def _with_date(label: str, day: str | None) -> str:
+    if day is None:
+        return label
+    if _parenthetical(label) is not None:
+        return f"{label.rstrip()[:-1]}, {day})"
+    return f"{label} ({day})"
+
+
+def _code_key(system: str | None, code: str) -> tuple[str | None, str]:
+    # ICD-10 codes arrive dotted (N18.4) or not (N184); compare them without the dot.
+    if system and "icd-10" in system.lower():
+        return system, code.replace(".", "").strip().upper()
+    return system, code.strip()
+
+
+@lru_cache(maxsize=128)
+def _normalised(codes: Codes) -> frozenset[tuple[str | None, str]]:
+    return frozenset(_code_key(system, code) for system, code in codes)
+
+
+def _matching_coding(concept: Any, codes: Codes) -> tuple[str, str, str | None] | None:
+    """(system, code, display) of the first coding of `concept` in `codes`."""
+    wanted = _normalised(codes)
+    for system, code, display in codings(concept):
+        if system and code and _code_key(system, code) in wanted:
+            return system, code, display
+    return None
+
+
+def _code_reference(system: str, code: str) -> str:
+    return f"{_SYSTEM_NAMES.get(system, system)} {code}"
+
+
+def _norm_unit(unit: str) -> str:
+    unit = unit.strip().lower()
+    for old, new in (("m^2", "m2"), ("m\u00b2", "m2"), (" ", ""), ("{", ""), ("}", ""), ("_", "")):
+        unit = unit.replace(old, new)
+    return unit
+
+
+def _unit_factor(qty: Mapping, table: Mapping[str, float]) -> tuple[float, str] | None:
+    """(factor, unit as shown) from the Quantity's code or unit, whichever the table knows."""
+    for field in ("code", "unit"):
+        unit = text(qty.get(field))
+        if unit and (factor := table.get(_norm_unit(unit))) is not None:
+            return factor, text(qty.get("unit")) or unit
+    return None
+
+
+def _aware(now: datetime) -> datetime:
+    return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+def _usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | None:
+    """The effective time of a usable Observation (status, age), else None."""
+    if obs.get("resourceType", "Observation") != "Observation":
+        return None
+    status = obs.get("status")
+    if status not in USABLE_OBSERVATION_STATUSES:
+        log.debug("renal: %s skipped, status %r", ref_of(obs), status)
+        return None
+    moment = effective_time(obs)
+    if moment is None:
+        log.debug("renal: %s skipped, no effective time", ref_of(obs))
+        return None
+    # Whole calendar days, so a date-only result exactly `max_age_days` old still counts.
+    age_days = (now.astimezone(UTC).date() - moment.astimezone(UTC).date()).days
+    if age_days > max_age_days or moment > now + FUTURE_TOLERANCE:
+        log.debug("renal: %s skipped, %s days old (limit %s)", ref_of(obs), age_days, max_age_days)
+        return None
+    return moment
+
+
+def _clearance_from_quantity(qty: Any) -> tuple[float, str | None] | None:
+    """(mL/min, comparator) from a Quantity; one without any unit is taken in the code's unit."""
+    read = quantity(qty)
+    if read is None:
+        return None
+    value, unit, comparator = read
+    if unit is None:
+        return value, comparator
+    factor = _unit_factor(as_dict(qty), _CLEARANCE_UNITS)
+    if factor is None:
+        log.debug("renal: clearance unit %r not understood", unit)
+        return None
+    return value * factor[0], comparator
+
+
+def _clearance_from_string(value: Any) -> tuple[float, str | None] | None:
+    """(mL/min, comparator) from a valueString such as "> 60", ">60" or "45 mL/min/1.73m2"."""
+    if not isinstance(value, str):
+        return None
+    match = _VALUE_STRING_RE.match(value)
+    if not match:
+        return None
+    comparator, number, unit = match.groups()
+    factor = _CLEARANCE_UNITS.get(_norm_unit(unit)) if unit else 1.0
+    if factor is None:
+        log.debug("renal: clearance unit %r in valueString not understood", unit)
+        return None
+    return float(number) * factor, comparator
+
+
+def _lowest(values: list[tuple[float, str | None]]) -> tuple[float, str | None] | None:
+    """The most conservative of several values: the lowest, "< x" before "x" before "> x"."""
+    if not values:
+        return None
+    return min(values, key=lambda v: (v[0], _COMPARATOR_ORDER.get(v[1], 2)))
+
+
+@dataclass(frozen=True)
+class _Reading:
+    when: datetime
+    value: float
+    comparator: str | None
+    system: str
+    code: str
+    source: str | None
+
+
+def _clearance_readings(
+    observations: list[Mapping], codes: Codes, now: datetime, max_age_days: int
+) -> list[_Reading]:
+    readings = []
+    for obs in observations:
+        top = _matching_coding(obs.get("code"), codes)
+        components = [c for c in as_list(obs.get("component")) if isinstance(c, dict)]
+        component_hits = [(c, _matching_coding(c.get("code"), codes)) for c in components]
+        if top is None and not any(hit for _c, hit in component_hits):
+            continue
+        moment = _usable_time(obs, now, max_age_days)
+        if moment is None:
+            continue
+        value = None
+        if top is not None:  # a panel's own value is not a clearance when only a component is
+            value = _clearance_from_quantity(obs.get("valueQuantity")) or _clearance_from_string(
+                obs.get("valueString")
+            )
+        matched = top
+        if value is None:
+            # The R4 eGFR example (Observation f205) carries its values only in components.
+            found = []
+            for component, hit in component_hits:
+                qty = component.get("valueQuantity")
+                in_ml_min = _unit_factor(as_dict(qty), _CLEARANCE_UNITS) is not None
+                if hit is not None or (top is not None and in_ml_min):
+                    reading = _clearance_from_quantity(qty) or _clearance_from_string(
+                        component.get("valueString")
+                    )
+                    if reading is not None:
+                        found.append(reading)
+                        matched = matched or hit
+            value = _lowest(found)
+        if value is None or matched is None:
+            log.debug("renal: %s skipped, no usable value", ref_of(obs))
+            continue
+        readings.append(
+            _Reading(moment, round(value[0], 4), value[1], matched[0], matched[1], ref_of(obs))
+        )
+    return readings
+
+
+def _latest_amount(
+    observations: list[Mapping],
+    codes: Codes,
+    units: Mapping[str, float],
+    now: datetime,
+    max_age_days: int,
+) -> tuple[datetime, float, str, Mapping] | None:
+    """(when, value in the table's base unit, value as shown, observation) of the latest usable."""
+    best = None
+    for obs in observations:
+        if _matching_coding(obs.get("code"), codes) is None:
+            continue
+        moment = _usable_time(obs, now, max_age_days)
+        if moment is None:
+            continue
+        qty = as_dict(obs.get("valueQuantity"))
+        read = quantity(qty)
+        factor = _unit_factor(qty, units)
+        if read is None or factor is None or read[0] <= 0:
+            log.debug("renal: %s skipped, no value in a known unit", ref_of(obs))
+            continue
+        if best is None or moment > best[0]:
+            best = (moment, read[0] * factor[0], f"{_fmt(read[0])} {factor[1]}", obs)
+    return best
+
+
+def age_years(patient: Mapping | None, now: datetime) -> int | None:
+    """Completed years at `now` from Patient.birthDate (a partial date counts from its start)."""
+    born = parse_date(as_dict(patient).get("birthDate"))
+    if born is None:
+        return None
+    today = _aware(now).astimezone(UTC).date()
+    years = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    return years if years >= 0 else None
+
+
+def _cockcroft_gault(
+    observations: list[Mapping],
+    patient: Mapping | None,
+    codes: RenalCodes,
+    now: datetime,
+    max_age_days: int,
+) -> RenalFunction | None:
+    gender = as_dict(patient).get("gender")
+    factor = {"male": 1.0, "female": 0.85}.get(gender) if isinstance(gender, str) else None
+    age = age_years(patient, now)
+    if factor is None or age is None or age < MIN_COCKCROFT_GAULT_AGE:
+        return None
+    creatinine = _latest_amount(
+        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days
+    )
+    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days)
+    if creatinine is None or weight is None:
+        return None
+    scr_when, scr_mg_dl, scr_shown, scr_obs = creatinine
+    weight_when, weight_kg, weight_shown, _weight_obs = weight
+    crcl = (140 - age) * weight_kg / (72 * scr_mg_dl) * factor
+    if crcl <= 0:
+        return None
+    if not scr_shown.endswith("mg/dL"):
+        scr_shown += f" ({_fmt(round(scr_mg_dl, 2))} mg/dL)"
+    if not weight_shown.endswith(" kg"):
+        weight_shown += f" ({_fmt(round(weight_kg, 1))} kg)"
+    label = (
+        f"Cockcroft-Gault estimate from serum creatinine {scr_shown} on "
+        f"{scr_when.astimezone(UTC).date().isoformat()}, weight {weight_shown} on "
+        f"{weight_when.astimezone(UTC).date().isoformat()}, age {age}, {gender}"
+    )
+    return RenalFunction(
+        kind="crcl-cockcroft-gault",
+        value_ml_min=round(crcl, 1),
+        comparator=None,
+        label=label,
+        when=scr_when,
+        source=ref_of(scr_obs),
+    )
+
+
+def _status(resource: Mapping, field: str) -> str | None:
+    value = resource.get(field)
+    return value if isinstance(value, str) else status_code(resource, field)  # STU3: plain code
+
+
+def _condition_is_active(condition: Mapping) -> bool:
+    """Active/recurrence/relapse, or no clinicalStatus and no abatement; not refuted/in error."""
+    if _status(condition, "verificationStatus") in EXCLUDED_VERIFICATION_STATUSES:
+        return False
+    clinical = _status(condition, "clinicalStatus")
+    if clinical is None:
+        return not any(
+            key.startswith("abatement") and value not in (None, False, "")
+            for key, value in condition.items()
+        )
+    return clinical in ACTIVE_CLINICAL_STATUSES
+
+
+def _kidney_conditions(
+    conditions: list[Mapping], codes: RenalCodes
+) -> tuple[list[tuple[Mapping, tuple]], list[tuple[Mapping, tuple]]]:
+    dialysis, severe = [], []
+    for condition in conditions:
+        if condition.get("resourceType", "Condition") != "Condition":
+            continue
+        if not _condition_is_active(condition):
+            continue
+        # Checked independently: "ESRD on dialysis" codes may sit in both sets.
+        if hit := _matching_coding(condition.get("code"), codes.dialysis):
+            dialysis.append((condition, hit))
+        if hit := _matching_coding(condition.get("code"), codes.ckd_severe):
+            severe.append((condition, hit))
+    return dialysis, severe
+
+
+def _latest_condition(found: list[tuple[Mapping, tuple]]) -> tuple[Mapping, tuple]:
+    floor = datetime.min.replace(tzinfo=UTC)
+    return max(found, key=lambda pair: effective_time(pair[0]) or floor)
+
+
+def renal_function(
+    observations: Iterable[Mapping],
+    conditions: Iterable[Mapping],
+    patient: Mapping | None,
+    codes: RenalCodes,
+    now: datetime,
+    lookback_days: int = 365,
+    cockcroft_gault_max_age_days: int = 90,
+) -> RenalFunction | None:
+    """The patient's kidney function by the priority in the module docstring, or None if unknown.
+
+    Observations count when their status is final/amended/corrected/preliminary and they are at
+    most `lookback_days` calendar days old (creatinine and weight for Cockcroft-Gault: at most
+    `cockcroft_gault_max_age_days`, and the patient must be an adult with gender male or female).
+    """
+    now = _aware(now)
+    observations = [o for o in observations if isinstance(o, Mapping)]
+    conditions = [c for c in conditions if isinstance(c, Mapping)]
+    dialysis, severe = _kidney_conditions(conditions, codes)
+    on_dialysis = bool(dialysis)
+
+    for kind, code_set in (("crcl", codes.crcl), ("egfr", codes.egfr)):
+        readings = _clearance_readings(observations, code_set, now, lookback_days)
+        if readings:
+            latest = max(readings, key=lambda reading: reading.when)
+            name = (
+                "creatinine clearance" if kind == "crcl" else _EGFR_NAMES.get(latest.code, "eGFR")
+            )
+            return RenalFunction(
+                kind=kind,
+                value_ml_min=latest.value,
+                comparator=latest.comparator,
+                label=f"{name} ({_code_reference(latest.system, latest.code)})",
+                when=latest.when,
+                source=latest.source,
+                dialysis=on_dialysis,
+            )
+
+    max_age = min(lookback_days, cockcroft_gault_max_age_days)
+    if estimate := _cockcroft_gault(observations, patient, codes, now, max_age):
+        return replace(estimate, dialysis=on_dialysis)
+
+    if dialysis or severe:
+        condition, (system, code, display) = _latest_condition(dialysis or severe)
+        name = display or concept_text(condition.get("code")) or code
+        return RenalFunction(
+            kind="condition",
+            value_ml_min=None,
+            comparator=None,
+            label=f"{name} ({_code_reference(system, code)})",
+            when=effective_time(condition),
+            source=ref_of(condition),
+            dialysis=on_dialysis,
+            severe_condition=bool(severe),
+        )
+    return None

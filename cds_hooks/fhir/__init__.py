@@ -1,0 +1,1 @@
+"""FHIR data access: dict readers (`read`), the one HTTP client (`client`), prefetch resolution."""
