@@ -120,6 +120,9 @@ PROVENANCE = (
 def title_for(key: str) -> str:
     if key in TITLES:
         return TITLES[key]
+    added = json.loads(ADDITIONS.read_text(encoding="utf-8")).get(key)
+    if added:
+        return added["title"]
     tail = key.split("/", 1)[1].replace("-", " ")
     return tail[:1].upper() + tail[1:]
 
@@ -291,9 +294,17 @@ def dumps(vs: Mapping[str, Any]) -> str:
     return json.dumps(vs, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+ADDITIONS = Path(__file__).with_name("valueset_additions.json")
+
+
 def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     codes = json.loads((terminology_dir / "codes.json").read_text(encoding="utf-8"))
     groups = json.loads((terminology_dir / "groups.json").read_text(encoding="utf-8"))
+    # Curated keys the rules need that the shared research does not have (provenance per code).
+    additions = json.loads(ADDITIONS.read_text(encoding="utf-8"))
+    for key, added in additions.items():
+        if not key.startswith("_"):
+            codes.setdefault(key, added["entries"])
     keys = sorted(k for k in codes if k.startswith(INCLUDED_PREFIXES))
     keys += sorted(k for k in groups if k not in codes and k.startswith("drug-group/"))
     return {key: build_valueset(key, codes, groups) for key in sorted(keys)}

@@ -15,6 +15,7 @@ Condition exists, whatever the source of the value. Thresholds are the caller's 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -113,7 +114,7 @@ class RenalFunction:
     def describe(self) -> str:
         """One sentence for a card: what, value with unit, when."""
         day = self.when.astimezone(UTC).date().isoformat() if self.when else None
-        value = _fmt(self.value_ml_min) if self.value_ml_min is not None else "?"
+        value = _shown_value(self.value_ml_min) if self.value_ml_min is not None else "?"
         shown = f"{self.comparator} {value}" if self.comparator else value
         if self.kind == "condition":
             sentence = f"active condition {_with_date(self.label, day)}"
@@ -135,6 +136,12 @@ class RenalFunction:
 
 def _fmt(value: float) -> str:
     return f"{round(value, 4):.4f}".rstrip("0").rstrip(".")
+
+
+def _shown_value(value: float) -> str:
+    # One decimal, truncated rather than rounded, so a value shown never sits on the other side of
+    # a "< 25" or "< 30" threshold than the value the rule compared (24.96 shows as 24.9, not 25).
+    return _fmt(math.floor(round(value * 10, 6)) / 10)
 
 
 def _parenthetical(label: str) -> str | None:
@@ -310,7 +317,7 @@ def _latest_amount(
     units: Mapping[str, float],
     now: datetime,
     max_age_days: int,
-) -> tuple[datetime, float, str, Mapping] | None:
+) -> tuple[datetime, float, tuple[float, str], Mapping] | None:
     """(when, value in the table's base unit, value as shown, observation) of the latest usable."""
     best = None
     for obs in observations:
@@ -326,7 +333,7 @@ def _latest_amount(
             log.debug("renal: %s skipped, no value in a known unit", ref_of(obs))
             continue
         if best is None or moment > best[0]:
-            best = (moment, read[0] * factor[0], f"{_fmt(read[0])} {factor[1]}", obs)
+            best = (moment, read[0] * factor[0], (read[0], factor[1]), obs)
     return best
 
 
@@ -358,14 +365,16 @@ def _cockcroft_gault(
     weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days)
     if creatinine is None or weight is None:
         return None
-    scr_when, scr_mg_dl, scr_shown, scr_obs = creatinine
-    weight_when, weight_kg, weight_shown, _weight_obs = weight
+    scr_when, scr_mg_dl, (scr_value, scr_unit), scr_obs = creatinine
+    weight_when, weight_kg, (weight_value, weight_unit), _weight_obs = weight
     crcl = (140 - age) * weight_kg / (72 * scr_mg_dl) * factor
     if crcl <= 0:
         return None
-    if not scr_shown.endswith("mg/dL"):
+    scr_shown = f"{_fmt(round(scr_value, 2))} {scr_unit}"
+    weight_shown = f"{_fmt(round(weight_value, 1))} {weight_unit}"
+    if _norm_unit(scr_unit) != "mg/dl":
         scr_shown += f" ({_fmt(round(scr_mg_dl, 2))} mg/dL)"
-    if not weight_shown.endswith(" kg"):
+    if _norm_unit(weight_unit) != "kg":
         weight_shown += f" ({_fmt(round(weight_kg, 1))} kg)"
     label = (
         f"Cockcroft-Gault estimate from serum creatinine {scr_shown} on "

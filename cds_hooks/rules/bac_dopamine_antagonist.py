@@ -17,29 +17,22 @@ from cds_hooks.cards import Finding
 RULE_ID = "BAC-DOPAMINE-ANTAGONIST"
 NEEDS = ("medications",)
 BACLOFEN = "drug/baclofen"
-
-
-def _antagonist_keys(ctx) -> tuple[str, ...]:
-    return ctx.settings.keys("dopamine_antagonists")
-
-
 TRIGGERS = (BACLOFEN, "drug-group/dopamine-antagonists-all")
 
 
 def evaluate(ctx) -> Iterator[Finding]:
-    antagonists = _antagonist_keys(ctx)
+    antagonists = ctx.settings.keys("dopamine_antagonists")
     for order in ctx.record.targets:
         if order.has(BACLOFEN):
-            others = [o for o in ctx.current if o.ref != order.ref and o.has(*antagonists)]
-            pairs = [(order, other) for other in others]
+            partner_keys = antagonists
         elif order.has(*antagonists):
-            others = [o for o in ctx.current if o.ref != order.ref and o.has(BACLOFEN)]
-            pairs = [(other, order) for other in others]
+            partner_keys = (BACLOFEN,)
         else:
             continue
-        if not pairs:
+        others = [o for o in ctx.current if o.ref != order.ref and o.has(*partner_keys)]
+        if not others:
             continue
-        baclofen, antagonist = pairs[0]
+        baclofen, antagonist = (order, others[0]) if order.has(BACLOFEN) else (others[0], order)
         facts = {
             "order": order.label(),
             "drug": order.name,
@@ -47,9 +40,13 @@ def evaluate(ctx) -> Iterator[Finding]:
             "antagonist": antagonist.name,
             "antagonist_order": f"{antagonist.ref}, {_state(antagonist)}",
         }
-        evidence = tuple(
-            f"{'Baclofen' if o.has(BACLOFEN) else 'Dopamine antagonist'}: {o.label()}, {_state(o)}"
-            for o in others
+        evidence = (
+            f"Order: {order.label()}",
+            *(
+                f"{'Baclofen' if o.has(BACLOFEN) else 'Dopamine antagonist'}: {o.label()}, "
+                f"{_state(o)}"
+                for o in others
+            ),
         )
         yield Finding(
             RULE_ID, "interaction", order.ref, facts, evidence, (suggestions.cancel(order),)

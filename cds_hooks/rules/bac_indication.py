@@ -41,7 +41,7 @@ def evaluate(ctx) -> Iterator[Finding]:
                 "off_label_reason",
                 order.ref,
                 {**facts, "condition": _category(keys & off_label, terminology, name)},
-                (f"Order reason: {name}",),
+                (f"Order: {order.label()}", f"Order reason: {name}"),
                 cancel,
             )
             continue
@@ -55,11 +55,11 @@ def evaluate(ctx) -> Iterator[Finding]:
                 "off_label_condition",
                 order.ref,
                 {**facts, "condition": _category(first.keys & off_label, terminology, first.name)},
-                tuple(c.label() for c in off_conditions),
+                (f"Order: {order.label()}", *(c.label() for c in off_conditions)),
                 cancel,
             )
         elif not reasons:
-            yield Finding(RULE_ID, "no_indication", order.ref, facts)
+            yield Finding(RULE_ID, "no_indication", order.ref, facts, (f"Order: {order.label()}",))
 
 
 def _reasons(order, ctx) -> Iterator[tuple[str, frozenset[str]]]:

@@ -1,0 +1,70 @@
+"""What several rules read the same way: an order's daily dose, kidney function, prior therapy.
+
+Pure helpers over the record; the clinical engines are in `cds_hooks/clinical/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
+from cds_hooks.clinical.renal import RenalCodes, RenalFunction, renal_function
+from cds_hooks.fhir.read import codings
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.record import MedOrder
+
+log = logging.getLogger(__name__)
+
+
+def order_dose(order: MedOrder) -> Dose | DoseUnknown:
+    """The order's daily dose; tablets and mL are converted with the strength in the drug name."""
+    names = [order.name, *(display for _s, _c, display in codings(order.concept) if display)]
+    strength = next((s for s in map(strength_from_text, names) if s), None)
+    dose = daily_dose(order.resource, strength)
+    if isinstance(dose, DoseUnknown):
+        log.info("no daily dose for %s: %s", order.ref, dose.reason)
+    return dose
+
+
+def known_doses(orders: Iterable[MedOrder]) -> tuple[list[tuple[MedOrder, Dose]], list[MedOrder]]:
+    """(order, dose) pairs that could be computed, and the orders that could not."""
+    known, unknown = [], []
+    for order in orders:
+        dose = order_dose(order)
+        if isinstance(dose, Dose):
+            known.append((order, dose))
+        else:
+            unknown.append(order)
+    return known, unknown
+
+
+def renal_codes(knowledge: Knowledge) -> RenalCodes:
+    return RenalCodes(
+        crcl=knowledge.code_set("observation/creatinine-clearance"),
+        egfr=knowledge.code_set("observation/egfr"),
+        creatinine=knowledge.code_set("observation/serum-creatinine"),
+        weight=knowledge.code_set("observation/body-weight"),
+        ckd_severe=knowledge.code_set("condition/ckd-severe"),
+        dialysis=knowledge.code_set("condition/dialysis"),
+    )
+
+
+def kidney_function(ctx) -> RenalFunction | None:
+    """The patient's latest kidney function, by the look-back windows in common.json."""
+    knowledge = ctx.knowledge
+    return renal_function(
+        ctx.record.observations,
+        [c.resource for c in ctx.record.conditions],
+        ctx.record.patient,
+        renal_codes(knowledge),
+        ctx.now,
+        lookback_days=int(knowledge.data_setting("renal_lookback_days")),
+        cockcroft_gault_max_age_days=int(knowledge.data_setting("cockcroft_gault_max_age_days")),
+    )
+
+
+def prior_orders(ctx, *keys: str) -> list[MedOrder]:
+    """Orders for these drugs on record in any status (a past trial counts), besides the targets."""
+    targets = {o.ref for o in ctx.record.targets}
+    return [o for o in ctx.record.history if o.ref not in targets and o.has(*keys)]
