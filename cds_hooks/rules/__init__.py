@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from cds_hooks.rules import bac_dopamine_antagonist, bac_indication
+from cds_hooks.rules import (
+    bac_allergy,
+    bac_dopamine_antagonist,
+    bac_dose,
+    bac_indication,
+    bac_neuropsych,
+    bac_pregnancy,
+    bac_renal,
+    bac_taper,
+)
 
 if TYPE_CHECKING:
     from cds_hooks.cards import Finding
@@ -34,5 +43,11 @@ RULES: tuple[Rule, ...] = tuple(
     for m in (
         bac_indication,
         bac_dopamine_antagonist,
+        bac_neuropsych,
+        bac_dose,
+        bac_renal,
+        bac_pregnancy,
+        bac_allergy,
+        bac_taper,
     )
 )

@@ -65,6 +65,14 @@ def kidney_function(ctx) -> RenalFunction | None:
 
 
 def prior_orders(ctx, *keys: str) -> list[MedOrder]:
-    """Orders for these drugs on record in any status (a past trial counts), besides the targets."""
+    """Orders for these drugs on record in any status (a past trial counts).
+
+    A record order with a target's id is that order's earlier version (a re-sign), so it counts;
+    only the target itself, when the EHR already stores it as a draft, does not.
+    """
     targets = {o.ref for o in ctx.record.targets}
-    return [o for o in ctx.record.history if o.ref not in targets and o.has(*keys)]
+    return [
+        o
+        for o in ctx.record.history
+        if o.has(*keys) and not (o.ref in targets and o.status == "draft")
+    ]

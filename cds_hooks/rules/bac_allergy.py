@@ -1,0 +1,58 @@
+"""BAC-ALLERGY: baclofen for a patient with a recorded baclofen allergy.
+
+When baclofen is ordered and the record holds an AllergyIntolerance to baclofen (coded, or named
+in text) that is not resolved/inactive, refuted or entered in error, then raise a critical alert
+and suggest cancelling the order. Source: [P] "You shouldn't take baclofen if you've had an
+allergic reaction to baclofen in the past."
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cds_hooks import suggestions
+from cds_hooks.cards import Finding
+from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of, status_code
+
+RULE_ID = "BAC-ALLERGY"
+NEEDS = ("allergies",)
+TRIGGERS = ("drug/baclofen",)
+INACTIVE = ("inactive", "resolved")
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    allergen = ctx.settings.keys("allergen")
+    terminology = ctx.knowledge.terminology
+    excluded = ctx.knowledge.data_setting("excluded_verification_statuses")
+    allergies = []
+    for allergy in ctx.record.allergies:
+        if status_code(allergy, "clinicalStatus") in INACTIVE:
+            continue
+        if status_code(allergy, "verificationStatus") in excluded:
+            continue
+        code = allergy.get("code")
+        keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))
+        if keys & set(allergen):
+            allergies.append(allergy)
+    if not allergies:
+        return
+    described = [_describe(a) for a in allergies]
+    for order in ctx.targets("drug/baclofen"):
+        yield Finding(
+            RULE_ID,
+            "allergy",
+            order.ref,
+            {"order": order.label(), "allergy": described[0]},
+            (f"Order: {order.label()}", *(f"AllergyIntolerance: {d}" for d in described)),
+            (suggestions.cancel(order),),
+        )
+
+
+def _describe(allergy) -> str:
+    name = concept_text(allergy.get("code")) or "baclofen"
+    when = parse_datetime(allergy.get("recordedDate") or allergy.get("onsetDateTime"))
+    parts = [name, ref_of(allergy) or "", when.date().isoformat() if when else ""]
+    criticality = allergy.get("criticality")
+    if isinstance(criticality, str):
+        parts.append(f"criticality {criticality}")
+    return ", ".join(p for p in parts if p)

@@ -1,0 +1,37 @@
+"""BAC-NEUROPSYCH: baclofen for a patient with a neuropsychiatric condition.
+
+When baclofen is ordered for a patient with bipolar disorder, schizophrenia or another psychotic
+disorder, or active major depression, then warn: use with extreme caution, it can worsen
+depression and interacts with antipsychotics, and an abrupt stop is riskier [G]; schizophrenia and
+other mental-health conditions need a careful benefit/risk discussion [P]. When the only such
+condition is depression in remission, then inform (monitor mood).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cds_hooks.cards import Finding
+
+RULE_ID = "BAC-NEUROPSYCH"
+NEEDS = ("conditions",)
+TRIGGERS = ("drug/baclofen",)
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    remission = set(ctx.settings.keys("remission"))
+    in_remission = ctx.record.conditions_in(remission)
+    serious = [
+        c for c in ctx.record.conditions_in(ctx.settings.keys("serious")) if not c.keys & remission
+    ]
+    found, card = (serious, "serious") if serious else (in_remission, "remission")
+    if not found:
+        return
+    for order in ctx.targets("drug/baclofen"):
+        yield Finding(
+            RULE_ID,
+            card,
+            order.ref,
+            {"order": order.label(), "condition": found[0].name.lower()},
+            (f"Order: {order.label()}", *(c.label() for c in found)),
+        )

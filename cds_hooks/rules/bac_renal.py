@@ -1,0 +1,61 @@
+"""BAC-RENAL: oral baclofen and reduced kidney function.
+
+When oral baclofen is ordered and the latest creatinine clearance (else eGFR, else a CKD stage 4-5,
+kidney failure or dialysis condition) is below 30 mL/min, or the patient is on dialysis, then warn;
+dialysis-dependent patients need a particularly low dose (about 5 mg/day) [L]. When it is 30-59
+mL/min, then inform: consider a reduced dose. Baclofen is cleared mainly by the kidney; kidney
+disease needs a careful benefit/risk discussion [P]. Intrathecal doses are about 1/100 of oral
+ones, so ITB orders are left to ITB-PATHWAY. A value given only as "> N" is not a low value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cds_hooks.cards import Finding
+from cds_hooks.rules.common import kidney_function
+
+RULE_ID = "BAC-RENAL"
+NEEDS = ("conditions", "observations")
+TRIGGERS = ("drug/baclofen",)
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    orders = [o for o in ctx.targets("drug/baclofen") if not o.intrathecal]
+    if not orders:
+        return
+    renal = kidney_function(ctx)
+    if renal is None:
+        return
+    card = _card(renal, ctx.settings)
+    if card is None:
+        return
+    shown = renal.describe()
+    value = f"{renal.value_ml_min:g} mL/min" if renal.value_ml_min is not None else "condition"
+    for order in orders:
+        yield Finding(
+            RULE_ID,
+            card,
+            order.ref,
+            {
+                "order": order.label(),
+                "renal": shown,
+                "value": value,
+                "dialysis_dose": ctx.settings.value("dialysis_mg_per_day"),
+            },
+            (f"Order: {order.label()}", f"Kidney function: {shown}"),
+        )
+
+
+def _card(renal, settings) -> str | None:
+    if renal.dialysis:
+        return "dialysis"
+    if renal.value_ml_min is None:
+        return "severe" if renal.severe_condition else None
+    if renal.comparator in (">", ">="):
+        return None
+    if renal.value_ml_min < float(settings.value("severe_below_ml_min")):
+        return "severe"
+    if renal.value_ml_min < float(settings.value("moderate_below_ml_min")):
+        return "moderate"
+    return None
