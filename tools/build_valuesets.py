@@ -121,7 +121,7 @@ def title_for(key: str) -> str:
     if key in TITLES:
         return TITLES[key]
     added = json.loads(ADDITIONS.read_text(encoding="utf-8")).get(key)
-    if added:
+    if added and "title" in added:
         return added["title"]
     tail = key.split("/", 1)[1].replace("-", " ")
     return tail[:1].upper() + tail[1:]
@@ -303,7 +303,11 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     # Curated keys the rules need that the shared research does not have (provenance per code).
     additions = json.loads(ADDITIONS.read_text(encoding="utf-8"))
     for key, added in additions.items():
-        if not key.startswith("_"):
+        if key.startswith("_"):
+            continue
+        if added.get("extend"):
+            codes[key] = [*codes[key], *added["entries"]]
+        else:
             codes.setdefault(key, added["entries"])
     keys = sorted(k for k in codes if k.startswith(INCLUDED_PREFIXES))
     keys += sorted(k for k in groups if k not in codes and k.startswith("drug-group/"))
