@@ -47,10 +47,16 @@ class Evaluation:
     fired: list[str] = field(default_factory=list)
 
     def cards(self, knowledge: Knowledge) -> list[dict[str, Any]]:
-        cards = [card_for(f, knowledge) for f in self.findings]
+        return [card for _finding, card in self.carded(knowledge)]
+
+    def carded(self, knowledge: Knowledge) -> list[tuple[Finding | None, dict[str, Any]]]:
+        """Each card with the finding it came from (None for the degraded-checks card)."""
+        pairs: list[tuple[Finding | None, dict[str, Any]]] = [
+            (f, card_for(f, knowledge)) for f in self.findings
+        ]
         if self.skipped:
-            cards.append(degraded_card(self.skipped, knowledge))
-        return cards
+            pairs.append((None, degraded_card(self.skipped, knowledge)))
+        return pairs
 
 
 def evaluate(

@@ -17,11 +17,14 @@ from typing import Any
 import requests
 
 from cds_hooks import protocol
+from cds_hooks.auth import Verifier
+from cds_hooks.cards import Finding
 from cds_hooks.engine import evaluate
 from cds_hooks.fhir.resolver import client_for, resolve
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.record import build_record
+from cds_hooks.record import PatientRecord, build_record
 from cds_hooks.services import Service
+from cds_hooks.store import CallAudit, Candidate, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class Runtime:
     session: requests.Session
     executor: ThreadPoolExecutor
     clock: Callable[[], datetime]
+    store: Store | None = None  # audit, feedback, repeat suppression (docs/storage.md)
+    verifier: Verifier | None = None  # client JWT check; None: auth off (docs/security.md)
 
 
 @dataclass
@@ -45,9 +50,25 @@ class CallResult:
     fired: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     drafts: list[str] = field(default_factory=list)
+    suppressed: dict[str, str] = field(default_factory=dict)  # card uuid -> why (not shown)
 
 
 def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
+    """Answer a hook call; with a store, audit it (failures too) and drop repeated cards."""
+    started, called_at = time.perf_counter(), runtime.clock()
+    try:
+        return _call_service(service, body, runtime, started, called_at)
+    except Exception as error:
+        if runtime.store is not None:
+            call = _call_audit(service, body, started, called_at)
+            call.status = str(getattr(error, "code", "internal_error"))
+            _audit(runtime.store, call)
+        raise
+
+
+def _call_service(
+    service: Service, body: Any, runtime: Runtime, started: float, called_at: datetime
+) -> CallResult:
     protocol.validate(body, service.hook, service.drafts_field)
     config = runtime.config
     deadline = time.monotonic() + float(config["DEADLINE_SECONDS"])
@@ -70,10 +91,73 @@ def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
         service, body["context"], data.resources, data.medications, unavailable, runtime.knowledge
     )
     result = evaluate(record, runtime.knowledge, runtime.clock())
-    return CallResult(
-        response={"cards": result.cards(runtime.knowledge)},
+    pairs = result.carded(runtime.knowledge)
+    call = CallResult(
+        response={"cards": [card for _finding, card in pairs]},
         sources=dict(data.sources),
         fired=result.fired,
         skipped=sorted(result.skipped),
         drafts=[o.ref for o in record.drafts],
     )
+    if runtime.store is not None:
+        audit = _call_audit(service, body, started, called_at)
+        audit.sources, audit.drafts = call.sources, call.drafts
+        audit.fired, audit.skipped = call.fired, call.skipped
+        candidates = _candidates(runtime.store, audit.patient_id, record, pairs)
+        suppressed = _audit(runtime.store, audit, candidates)
+        call.suppressed = {uuid: why for uuid, (why, _earlier) in suppressed.items()}
+        call.response["cards"] = [c for c in call.response["cards"] if c["uuid"] not in suppressed]
+    return call
+
+
+def _call_audit(service: Service, body: Any, started: float, called_at: datetime) -> CallAudit:
+    body = body if isinstance(body, dict) else {}
+    context = body.get("context") if isinstance(body.get("context"), dict) else {}
+    return CallAudit(
+        service_id=service.id,
+        hook=service.hook,
+        hook_instance=_text(body.get("hookInstance")),
+        patient_id=_text(context.get("patientId")),
+        called_at=called_at,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _candidates(
+    store: Store,
+    patient_id: str | None,
+    record: PatientRecord,
+    pairs: list[tuple[Finding | None, dict[str, Any]]],
+) -> list[Candidate]:
+    orders = {o.ref: o for o in record.drafts}
+    candidates = []
+    for finding, card in pairs:
+        order = orders.get(finding.order or "") if finding else None
+        candidates.append(
+            Candidate(
+                card=card,
+                rule_id=card["source"]["topic"]["code"],
+                order_ref=finding.order if finding else None,
+                fingerprint=(
+                    store.fingerprint(patient_id, finding.rule_id, finding.card, order)
+                    if finding and order and patient_id
+                    else None
+                ),
+            )
+        )
+    return candidates
+
+
+def _audit(
+    store: Store, call: CallAudit, candidates: list[Candidate] | None = None
+) -> dict[str, tuple[str, str]]:
+    """Write the audit; if the database fails, log it and show every card (fail open)."""
+    try:
+        return store.audit_call(call, candidates or [])
+    except Exception:
+        log.exception("audit of hook call %s failed; no cards suppressed", call.hook_instance)
+        return {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

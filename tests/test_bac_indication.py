@@ -145,8 +145,10 @@ def test_order_select_targets_only_the_selections(call):
 
 @pytest.mark.parametrize("hook", ["order-sign", "medication-prescribe"])
 def test_other_hooks_target_every_draft(call, hook):
+    prior = med_request("old", status="completed", dose_mg=5, per_day=3)
+    drafts = [med_request("d1", dose_mg=5), med_request("d2", dose_mg=5)]
     body = hook_request(
-        [med_request("d1"), med_request("d2")], hook=hook, conditions=[condition("c1", STROKE)]
+        drafts, hook=hook, conditions=[condition("c1", STROKE)], medications=[prior]
     )
     status, answer = call(body)
     assert status == 200

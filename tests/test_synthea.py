@@ -14,13 +14,24 @@ from tests.factories import LISINOPRIL_10_TAB, hook_request, med_request
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
 BUNDLES = sorted(SYNTHEA.glob("*.json")) if SYNTHEA.is_dir() else []
-KEYS = {"Condition": "conditions", "MedicationRequest": "medications",
-        "Medication": "medications", "Observation": "observations",
-        "AllergyIntolerance": "allergies"}
+KEYS = {
+    "Condition": "conditions",
+    "MedicationRequest": "medications",
+    "Medication": "medications",
+    "Observation": "observations",
+    "AllergyIntolerance": "allergies",
+}
 # What a baclofen order may meet in these records (data/README.md: stroke, spinal cord lesion,
 # CKD, warfarin, contraceptives, eGFR below 30...), and nothing that needs data they lack.
-ALLOWED = {"BAC-INDICATION", "BAC-DOPAMINE-ANTAGONIST", "BAC-NEUROPSYCH", "BAC-DOSE",
-           "BAC-RENAL", "BAC-PREGNANCY", "BAC-ALLERGY"}
+ALLOWED = {
+    "BAC-INDICATION",
+    "BAC-DOPAMINE-ANTAGONIST",
+    "BAC-NEUROPSYCH",
+    "BAC-DOSE",
+    "BAC-RENAL",
+    "BAC-PREGNANCY",
+    "BAC-ALLERGY",
+}
 
 
 def as_request(path: Path, draft: dict) -> dict:
@@ -57,5 +68,4 @@ def test_baclofen_draft_gives_only_justified_cards(call, knowledge, path):
     for card in body["cards"]:
         if card["source"]["topic"]["code"] == "BAC-INDICATION" and card["indicator"] == "warning":
             off_label = set(knowledge.rule("BAC-INDICATION").keys("off_label"))
-            assert any(terminology.keys_for_concept(c.get("code")) & off_label
-                       for c in conditions)
+            assert any(terminology.keys_for_concept(c.get("code")) & off_label for c in conditions)

@@ -27,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from cds_hooks.protocol import parse_json
     from cds_hooks.services import SERVICES
 
-    app = create_app({"NOW": args.now, "ALLOW_HTTP_FHIR": args.allow_http_fhir})
+    # An in-memory database: evaluating a file is a dry run that leaves no audit behind.
+    app = create_app(
+        {"NOW": args.now, "ALLOW_HTTP_FHIR": args.allow_http_fhir, "DATABASE_URL": "sqlite://"}
+    )
     try:
         body = parse_json(args.request.read_bytes())
         hook = body.get("hook") if isinstance(body, dict) else None

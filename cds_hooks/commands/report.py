@@ -1,0 +1,139 @@
+"""cds-hooks report: per rule, cards shown, accepted, overridden, override reasons and rate."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+
+HELP = "per-rule card outcomes (shown, accepted, overridden, reasons) over a date range"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    today = datetime.now(UTC).date()
+    parser.add_argument(
+        "--from",
+        dest="start",
+        default=(today - timedelta(days=30)).isoformat(),
+        help="first day, YYYY-MM-DD (UTC; default 30 days ago)",
+    )
+    parser.add_argument(
+        "--to", dest="end", default=today.isoformat(), help="last day, inclusive (default today)"
+    )
+    parser.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    parser.add_argument("--data-dir", help="the service's DATA_DIR (default: CDS_DATA_DIR or var)")
+    parser.add_argument("--database-url", help="instead of the SQLite file, this database")
+
+
+def parse_day(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cds_hooks.app import DEFAULTS
+    from cds_hooks.store import open_store
+
+    try:
+        start, last = parse_day(args.start), parse_day(args.end)
+    except ValueError as error:
+        print(f"cds-hooks report: {error}", file=sys.stderr)
+        return 2
+    if last < start:
+        print("cds-hooks report: --to is before --from", file=sys.stderr)
+        return 2
+    config = {**DEFAULTS, **_env()}
+    if args.data_dir:
+        config["DATA_DIR"] = args.data_dir
+    if args.database_url:
+        config["DATABASE_URL"] = args.database_url
+    store = open_store(config)
+    try:
+        report = store.report(start, last + timedelta(days=1))
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    elif args.format == "csv":
+        _csv(report)
+    else:
+        _text(report)
+    return 0
+
+
+def _env() -> dict[str, str]:
+    """The CDS_* settings the store reads, as `create_app` would see them."""
+    import os
+
+    keys = ("DATA_DIR", "DATABASE_URL", "SQLITE_BUSY_TIMEOUT_MS")
+    return {k: os.environ[f"CDS_{k}"] for k in keys if f"CDS_{k}" in os.environ}
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _reasons(reasons: dict[str, int]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in reasons.items())
+
+
+def _text(report) -> None:
+    print(f"Card outcomes {report.start.date()} to {(report.end - timedelta(days=1)).date()} (UTC)")
+    header = ("rule", "shown", "accepted", "overridden", "no feedback", "override rate")
+    rows = [
+        (
+            r.rule_id,
+            r.shown,
+            r.accepted,
+            r.overridden,
+            r.no_feedback,
+            _rate(r.override_rate),
+        )
+        for r in report.rules
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        cells = [str(row[0]).ljust(widths[0])]
+        cells += [str(x).rjust(w) for x, w in zip(row[1:], widths[1:], strict=True)]
+        print("  ".join(cells))
+    if not rows:
+        print("(no cards in this range)")
+    for r in report.rules:
+        if r.reasons:
+            print(f"{r.rule_id} override reasons: {_reasons(dict(r.reasons.most_common()))}")
+        if r.suppressed:
+            print(f"{r.rule_id}: {r.suppressed} repeat card(s) suppressed")
+    if report.unknown_card_feedback:
+        print(f"feedback for unknown card uuids: {report.unknown_card_feedback}")
+
+
+def _csv(report) -> None:
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(
+        [
+            "rule",
+            "shown",
+            "suppressed",
+            "accepted",
+            "overridden",
+            "no_feedback",
+            "override_rate",
+            "override_reasons",
+        ]
+    )
+    for r in report.rules:
+        rate = r.override_rate
+        out.writerow(
+            [
+                r.rule_id,
+                r.shown,
+                r.suppressed,
+                r.accepted,
+                r.overridden,
+                r.no_feedback,
+                "" if rate is None else f"{rate:.4f}",
+                _reasons(dict(r.reasons.most_common())),
+            ]
+        )

@@ -1,0 +1,262 @@
+"""The database: one SQLAlchemy engine per process, the tables, and the versioned migrations.
+
+SQLite (a file under DATA_DIR) by default, in WAL mode with a busy timeout so several gunicorn
+workers can share it; PostgreSQL when DATABASE_URL is set. Migrations are a small ordered list of
+DDL steps recorded in `schema_version`, applied at start under a lock (SQLite's write lock via
+BEGIN IMMEDIATE, a transaction advisory lock on PostgreSQL), so workers starting together apply
+each step once. Alembic would add a dependency, an env.py and a second config for a handful of
+tables that only ever gain columns and indexes; the list below is the whole history.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import StaticPool
+
+
+class UtcDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python on every backend (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("store only timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return dialect.type_descriptor(DateTime(timezone=dialect.name != "sqlite"))
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", UtcDateTime, nullable=False),
+)
+
+# One row per hook call (cds-hooks audit).
+hook_calls = Table(
+    "hook_calls",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hook_instance", String(200)),
+    Column("service_id", String(100), nullable=False),
+    Column("hook", String(100)),
+    Column("called_at", UtcDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("status", String(40), nullable=False),  # "ok" or the error code answered
+    Column("patient", String(200)),  # plain id or "hmac-sha256:<hex>" (AUDIT_PATIENT_ID)
+    Column("sources", JSON, nullable=False),  # prefetch key -> prefetch / fetched / failed
+    Column("drafts", JSON, nullable=False),  # draft order references
+    Column("fired", JSON, nullable=False),  # rule ids that produced findings
+    Column("skipped", JSON, nullable=False),  # rule ids that could not run
+)
+
+# One row per card a call produced, shown or suppressed.
+cards = Table(
+    "cards",
+    metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("call_id", Integer, nullable=False, index=True),
+    Column("service_id", String(100), nullable=False),
+    Column("hook", String(100)),
+    Column("shown_at", UtcDateTime, nullable=False, index=True),
+    Column("rule_id", String(100), nullable=False),
+    Column("indicator", String(20), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("order_ref", String(300)),
+    Column("fingerprint", String(64), index=True),
+    Column("shown", Boolean, nullable=False),
+    # Why it was not shown ("select-sign" / "overridden") and the earlier card that stands for it.
+    Column("suppressed_by", String(40)),
+    Column("earlier_card", String(64)),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(64), nullable=False, unique=True),
+    Column("service_id", String(100), nullable=False),
+    Column("card_uuid", String(200), nullable=False, index=True),
+    Column("known_card", Boolean, nullable=False),  # False: no audited card has this uuid
+    Column("outcome", String(20), nullable=False),
+    Column("outcome_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("accepted_suggestions", JSON, nullable=False),
+    Column("reason_system", String(300)),
+    Column("reason_code", String(200)),
+    Column("reason_display", String(500)),
+    Column("user_comment", Text),  # kept only when FEEDBACK_KEEP_COMMENTS
+    Column("with_reason", Boolean, nullable=False),  # a reason Coding or a comment was given
+)
+
+replay = Table(
+    "jwt_replay",
+    metadata,
+    Column("jti", String(512), primary_key=True),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[hook_calls, cards, feedback, replay])
+
+
+# Append only: (version, step). A step gets a Connection inside the migration transaction.
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+LATEST = MIGRATIONS[-1][0]
+
+
+def database_url(config: Any) -> str:
+    """DATABASE_URL if set, else a SQLite file under DATA_DIR."""
+    if url := str(config.get("DATABASE_URL") or ""):
+        return url
+    data_dir = Path(str(config.get("DATA_DIR") or "var"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(data_dir / 'cds-hooks.sqlite').resolve()}"
+
+
+def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> Engine:
+    """An engine with the pragmas that make SQLite safe for several threads and processes."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, future=True)
+    if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+        raise ValueError(f"SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+    memory = url in {"sqlite://", "sqlite:///:memory:"}
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        # An in-memory database lives in its one connection (for one-shot tools such as
+        # `cds-hooks evaluate`, not for a server); files pool normally (QueuePool).
+        **({"poolclass": StaticPool} if memory else {}),
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _begin).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is fsynced before it returns, so an acknowledged write is on disk.
+        cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+        record.info["synchronous"] = record.info["current"] = synchronous.upper()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads then writes
+        # can fail with SQLITE_BUSY at once instead of waiting out busy_timeout.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def writing(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
+    """A write transaction, committed when the block exits.
+
+    durable (feedback): on SQLite the commit is fsynced as SQLITE_SYNCHRONOUS says (FULL: on
+    disk before this returns). Not durable (the hook-call audit, jti replay): synchronous=NORMAL
+    for this commit, which survives a crash of the process (the WAL is in the OS cache) but not
+    of the machine, and costs no fsync; the next durable commit fsyncs the WAL, these included.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            info = conn.connection.info  # lives as long as the DBAPI connection
+            level = info.get("synchronous", "FULL") if durable else "NORMAL"
+            if info.get("current") != level:
+                conn.connection.dbapi_connection.execute(f"PRAGMA synchronous = {level}")
+                info["current"] = level
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING <key>: atomic dedupe on the unique key.
+
+    A row comes back only when this statement inserted one (rowcount is not reliable: with
+    RETURNING, psycopg reports -1).
+    """
+    key = next(iter(table.primary_key.columns))
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing().returning(key)
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing().returning(key)
+    raise NotImplementedError(f"no upsert for {engine.dialect.name}")
+
+
+# Engines already migrated by this process (weak: an id() could be reused by a later engine).
+_migrated: weakref.WeakSet[Engine] = weakref.WeakSet()
+_migrate_lock = threading.Lock()
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the schema to LATEST; safe to call from many processes and threads at once."""
+    with _migrate_lock:
+        if engine in _migrated:
+            return LATEST
+        with writing(engine) as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7320190)"))
+            metadata.create_all(conn, tables=[schema_version])
+            current = conn.execute(text("SELECT MAX(version) FROM schema_version")).scalar() or 0
+            if current > LATEST:
+                raise RuntimeError(
+                    f"the database schema is version {current}, newer than this code ({LATEST})"
+                )
+            for version, step in MIGRATIONS:
+                if version > current:
+                    step(conn)
+                    conn.execute(
+                        schema_version.insert().values(version=version, applied_at=utcnow())
+                    )
+        _migrated.add(engine)
+        return LATEST
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
