@@ -1,0 +1,164 @@
+"""JSON log lines per hook call (never tokens), X-Request-ID, Prometheus metrics at /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import responses
+
+from cds_hooks import create_app
+from cds_hooks.observability import JsonFormatter, redact
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
+SCENARIO = "bac-indication-stroke-warning"
+SERVICE = "/cds-services/antispasticity-order-select"
+NOW = "2026-11-21T12:00:00Z"
+TOKEN = "eyJhbGciOiJSUzM4NCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+def hook_request() -> dict:
+    return json.loads((FIXTURES / SCENARIO / "request.json").read_text())
+
+
+def make_app(tmp_path, **config):
+    return create_app({"NOW": NOW, "DATA_DIR": str(tmp_path), "LOG_FORMAT": "json", **config})
+
+
+def log_lines(err: str) -> list[dict]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def hook_lines(err: str) -> list[dict]:
+    return [entry for entry in log_lines(err) if entry.get("event") == "hook_call"]
+
+
+def test_one_json_line_per_hook_call_without_tokens(tmp_path, capsys):
+    client = make_app(tmp_path).test_client()
+    body = hook_request()
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    body["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds",
+    }
+    capsys.readouterr()
+    response = client.post(SERVICE, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    err = capsys.readouterr().err
+    [line] = hook_lines(err)
+    assert line["hookInstance"] == body["hookInstance"]
+    assert line["service"] == "antispasticity-order-select"
+    assert line["status"] == 200
+    assert line["cards"] == len(response.get_json()["cards"])
+    assert line["sources"] == {k: "prefetch" for k in body["prefetch"]}
+    assert isinstance(line["duration_ms"], float) and 0 <= line["duration_ms"] < 30_000
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert line["level"] == "INFO" and line["logger"] == "cds_hooks.calls"
+    assert TOKEN not in err and "access_token" not in err
+
+
+def test_failed_calls_are_logged_too(tmp_path, capsys):
+    client = make_app(tmp_path).test_client()
+    body = hook_request()
+    del body["context"]["patientId"]
+    capsys.readouterr()
+    assert client.post(SERVICE, json=body).status_code == 400
+    [line] = hook_lines(capsys.readouterr().err)
+    assert line["status"] == 400 and line["hookInstance"] == body["hookInstance"]
+    assert line["cards"] == 0 and "fired" not in line
+
+
+def test_request_id_is_echoed_when_plain_and_made_up_otherwise(tmp_path):
+    client = make_app(tmp_path).test_client()
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
+        == "abc-123"
+    )
+    for bad in ("has space", "x" * 65, "<script>"):
+        made = client.get("/healthz", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
+        assert made != bad and len(made) == 32
+    first = client.get("/nope").headers["X-Request-ID"]
+    assert first != client.get("/nope").headers["X-Request-ID"]
+
+
+def test_metrics_count_calls_latency_cards_and_fhir_failures(tmp_path):
+    client = make_app(tmp_path).test_client()
+    body = hook_request()
+    cards = client.post(SERVICE, json=body).get_json()["cards"]
+    assert cards, "the scenario has a card, so the card metric is exercised"
+    client.post("/cds-services/no-such-service", json=body)
+    del body["prefetch"]["observations"]
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    with responses.RequestsMock() as mock:
+        mock.add(responses.GET, "https://ehr.example.org/fhir/Observation", status=500)
+        assert client.post(SERVICE, json=body).status_code == 200
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    svc = 'service="antispasticity-order-select"'
+    assert f'cds_hook_calls_total{{{svc},status="200"}} 2.0' in text
+    assert 'cds_hook_calls_total{service="unknown",status="404"} 1.0' in text
+    assert f"cds_hook_call_duration_seconds_count{{{svc}}} 2.0" in text
+    assert f'cds_hook_call_duration_seconds_bucket{{le="0.5",{svc}}}' in text
+    card = cards[0]
+    rule = card["source"]["topic"]["code"]
+    assert f'cds_cards_total{{indicator="{card["indicator"]}",rule="{rule}"}}' in text
+    assert 'cds_fhir_fetch_failures_total{key="observations"} 1.0' in text
+    assert 'cds_prefetch_sources_total{key="patient",source="prefetch"} 2.0' in text
+
+
+def test_metrics_can_be_turned_off(tmp_path):
+    assert make_app(tmp_path, METRICS=False).test_client().get("/metrics").status_code == 404
+
+
+def test_metrics_add_up_across_worker_processes(tmp_path):
+    """With PROMETHEUS_MULTIPROC_DIR (as in the image), /metrics reads every process's files."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    script = f"""
+import json
+from cds_hooks import create_app
+body = json.loads(open({str(FIXTURES / SCENARIO / "request.json")!r}).read())
+for _ in range(2):  # two "workers": two apps, as after a fork
+    app = create_app({{"NOW": {NOW!r}, "DATA_DIR": {str(tmp_path)!r}, "LOG_FORMAT": "none"}})
+    assert app.test_client().post({SERVICE!r}, json=body).status_code == 200
+print(app.test_client().get("/metrics").get_data(as_text=True))
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'cds_hook_calls_total{service="antispasticity-order-select",status="200"} 2.0' in (
+        done.stdout
+    )
+    assert list(metrics_dir.iterdir())
+
+
+def test_redact_masks_bearer_tokens_and_jwts():
+    assert redact(f"Authorization: Bearer {TOKEN}") == "Authorization: Bearer [redacted]"
+    assert redact(f"jwt={TOKEN} end") == "jwt=[redacted] end"
+    assert redact("nothing secret") == "nothing secret"
+
+
+def test_formatter_adds_fields_and_masks_exceptions():
+    try:
+        raise ValueError(f"bad token {TOKEN}")
+    except ValueError:
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "oops %s", ("a",), sys.exc_info()
+        )
+    record.fields = {"event": "e", "n": 1}
+    record.request_id = "r1"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "oops a" and entry["event"] == "e" and entry["n"] == 1
+    assert entry["request_id"] == "r1"
+    assert "ValueError" in entry["exc"] and TOKEN not in entry["exc"]

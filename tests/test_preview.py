@@ -1,0 +1,140 @@
+"""The /preview API and page: off by default, read-only, same cards as the hook endpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cds_hooks import create_app
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
+SCENARIO = "bac-indication-stroke-warning"
+NOW = "2026-11-21T12:00:00Z"
+
+
+@pytest.fixture
+def fixtures(tmp_path) -> Path:
+    root = tmp_path / "fixtures"
+    root.mkdir()
+    shutil.copytree(FIXTURES / SCENARIO, root / SCENARIO)
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "request.json").write_text("{}")
+    (root / "no-request").mkdir()
+    return root
+
+
+@pytest.fixture
+def client(tmp_path, fixtures, knowledge):
+    config = {
+        "PREVIEW": True,
+        "FIXTURES_DIR": str(fixtures),
+        "DATA_DIR": str(tmp_path),
+        "KNOWLEDGE": knowledge,
+        "NOW": "2001-01-01T00:00:00Z",  # the preview's `now` must win over the app clock
+    }
+    return create_app(config).test_client()
+
+
+def hook_request() -> dict:
+    return json.loads((FIXTURES / SCENARIO / "request.json").read_text())
+
+
+def without_uuids(cards):
+    text = json.dumps(cards)
+    for card in cards:
+        text = text.replace(card["uuid"], "u")
+        for suggestion in card.get("suggestions", []):
+            text = text.replace(suggestion["uuid"], "u")
+    return json.loads(text)
+
+
+def test_off_by_default(tmp_path):
+    client = create_app({"DATA_DIR": str(tmp_path)}).test_client()
+    assert client.get("/preview").status_code == 404
+    assert client.post("/preview/api/cards", json={"request": {}}).status_code == 404
+
+
+def test_page_and_assets_with_a_strict_policy(client):
+    page = client.get("/preview")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert b'src="/preview/static/preview.js"' in page.data
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert client.get("/preview/static/preview.js").status_code == 200
+    assert client.get("/preview/static/preview.css").mimetype == "text/css"
+    assert client.get("/preview/static/preview.html").status_code == 404
+    assert client.get("/preview/static/..%2f..%2fapp.py").status_code == 404
+
+
+def test_lists_scenarios_and_services(client):
+    body = client.get("/preview/api/scenarios").get_json()
+    assert [s["name"] for s in body["scenarios"]] == [SCENARIO]
+    assert body["scenarios"][0]["hook"] == "order-select"
+    assert body["scenarios"][0]["description"]
+    assert {s["hook"] for s in body["services"]} >= {"order-select", "order-sign"}
+    one = client.get(f"/preview/api/scenarios/{SCENARIO}").get_json()
+    assert one["request"] == hook_request()
+    assert one["expected"]["now"] == NOW
+    for bad in ("no-request", ".hidden", "..", "nope"):
+        assert client.get(f"/preview/api/scenarios/{bad}").status_code == 404
+
+
+def test_cards_are_those_of_the_hook_endpoint(client, tmp_path, knowledge):
+    preview = client.post("/preview/api/cards", json={"request": hook_request(), "now": NOW})
+    assert preview.status_code == 200
+    body = preview.get_json()
+    assert body["service"] == "antispasticity-order-select"
+    assert body["now"] == "2026-11-21T12:00:00+00:00"
+    assert body["sources"]["patient"] == "prefetch"
+    hook_app = create_app({"NOW": NOW, "DATA_DIR": str(tmp_path / "h"), "KNOWLEDGE": knowledge})
+    direct = hook_app.test_client().post(
+        "/cds-services/antispasticity-order-select", json=hook_request()
+    )
+    assert body["cards"], "the scenario has a card"
+    assert without_uuids(body["cards"]) == without_uuids(direct.get_json()["cards"])
+
+
+def test_read_only_the_store_is_never_touched(client):
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the preview used the store ({name})")
+
+    client.application.extensions["cds_hooks"].store = Untouchable()
+    response = client.post("/preview/api/cards", json={"request": hook_request(), "now": NOW})
+    assert response.status_code == 200
+
+
+def test_bad_input_is_a_400_with_a_reason(client):
+    post = lambda payload: client.post("/preview/api/cards", json=payload)  # noqa: E731
+    assert post({"nope": 1}).status_code == 400
+    assert (
+        post({"request": hook_request(), "now": "yesterday"})
+        .get_json()["message"]
+        .startswith("now must be")
+    )
+    assert post({"request": {**hook_request(), "hook": "patient-view"}}).status_code == 400
+    assert post({"request": hook_request(), "service": "nope"}).status_code == 404
+    broken = hook_request()
+    del broken["context"]["patientId"]
+    answer = post({"request": broken})
+    assert answer.status_code == 400 and answer.get_json()["problems"]
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="no fhir_fixtures/ in this checkout")
+def test_every_bundled_scenario_previews(tmp_path, knowledge):
+    client = create_app(
+        {"PREVIEW": True, "DATA_DIR": str(tmp_path), "KNOWLEDGE": knowledge}
+    ).test_client()
+    listed = client.get("/preview/api/scenarios").get_json()["scenarios"]
+    assert len(listed) == len([p for p in FIXTURES.iterdir() if (p / "request.json").is_file()])
+    for scenario in listed:
+        loaded = client.get(f"/preview/api/scenarios/{scenario['name']}").get_json()
+        payload = {"request": loaded["request"], "now": loaded["expected"]["now"]}
+        response = client.post("/preview/api/cards", json=payload)
+        assert response.status_code == 200, (scenario["name"], response.get_json())
+        for card in response.get_json()["cards"]:
+            assert card["summary"] and card["indicator"] in {"info", "warning", "critical"}
+            assert card["source"]["label"]
