@@ -1,0 +1,64 @@
+"""TIZ-DOSE: tizanidine above its labelled daily or single dose.
+
+When the daily tizanidine dose, summed over every current tizanidine order plus the new one, is
+above 36 mg/day, or the new order gives a single dose above 12 mg, then warn: tizanidine is
+titrated to the maximally tolerated dose up to 36 mg/day in divided doses, single doses up to
+12 mg [G][L]. One card per order (daily, single, or both in one card). The daily dose is computed
+as for BAC-DOSE (`clinical/dose.py`); an order whose dose cannot be computed gives no card, and a
+current order whose dose cannot be computed is named but not counted (never a guess; logged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cds_hooks.cards import Finding
+from cds_hooks.clinical.dose import Dose, total_mg_per_day
+from cds_hooks.rules.common import known_doses, order_dose
+
+RULE_ID = "TIZ-DOSE"
+NEEDS = ("medications",)
+TRIGGERS = ("drug/tizanidine",)
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    tizanidine = ctx.settings.keys("tizanidine")
+    max_daily = float(ctx.settings.value("max_daily_mg"))
+    max_single = float(ctx.settings.value("max_single_mg"))
+    current = [o for o in ctx.current if o.has(*tizanidine)]
+    current_refs = {o.ref for o in current}
+    for order in ctx.targets(*tizanidine):
+        if order.ref not in current_refs:  # a stop is not new therapy
+            continue
+        dose = order_dose(order)
+        if not isinstance(dose, Dose):
+            continue
+        known, unknown = known_doses(o for o in current if o.ref != order.ref)
+        total = total_mg_per_day([dose, *(d for _o, d in known)])
+        over_daily = total > max_daily
+        over_single = dose.max_single_mg > max_single
+        if over_daily and over_single:
+            card = "daily_and_single_max"
+        elif over_daily:
+            card = "daily_max"
+        elif over_single:
+            card = "single_max"
+        else:
+            continue
+        facts = {
+            "order": order.label(),
+            "drug": order.name,
+            "total": f"{total:g}",
+            "single": f"{dose.max_single_mg:g}",
+            "max_daily": f"{max_daily:g}",
+            "max_single": f"{max_single:g}",
+        }
+        evidence = (
+            f"Order: {order.label()}: {dose.basis}",
+            *(f"Current tizanidine: {o.label()}: {d.basis}" for o, d in known),
+            *(
+                f"Current tizanidine: {o.label()}: dose could not be computed, not counted"
+                for o in unknown
+            ),
+        )
+        yield Finding(RULE_ID, card, order.ref, facts, evidence)

@@ -1,0 +1,149 @@
+"""TIZ-RENAL: tizanidine and reduced creatinine clearance.
+
+When tizanidine is ordered and the latest creatinine clearance (measured, else a Cockcroft-Gault
+estimate) is below 25 mL/min, then warn: tizanidine clearance falls by more than 50% there; use it
+with caution, especially in the elderly [G][L]. Where no creatinine clearance exists an eGFR stands
+in, and the card says which value was used and when it was measured. With no value at all, an
+active CKD stage 4-5 or dialysis condition warns too, and so does dialysis next to any value.
+When no kidney function is on record for a patient aged 65 or over, then inform "no recent
+creatinine clearance" and offer a one-click creatinine clearance order (a draft ServiceRequest).
+A value given only as "> N" (or ">= N") is not a low value; "< N" is low when N <= 25.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cds_hooks import suggestions
+from cds_hooks.cards import Finding, Suggestion
+from cds_hooks.clinical.renal import RenalFunction, age_years
+from cds_hooks.fhir.read import ref_of, reference
+from cds_hooks.rules.common import kidney_function
+
+RULE_ID = "TIZ-RENAL"
+NEEDS = ("observations", "conditions", "patient")
+TRIGGERS = ("drug/tizanidine",)
+
+# How the card names each kind of value RenalFunction can carry.
+_MEASURES = {
+    "crcl": "creatinine clearance",
+    "crcl-cockcroft-gault": "estimated creatinine clearance",
+    "egfr": "eGFR",
+}
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    current = {o.ref for o in ctx.current}
+    # A stop or cancel of a tizanidine order in this session is not new therapy.
+    orders = [o for o in ctx.targets(*ctx.settings.keys("tizanidine")) if o.ref in current]
+    if not orders:
+        return
+    threshold = float(ctx.settings.value("crcl_below"))
+    renal = kidney_function(ctx)
+    if renal is None:
+        yield from _no_renal_data(ctx, orders, threshold)
+        return
+    card = _card(renal, threshold)
+    if card is None:
+        return
+    shown = renal.describe()
+    source = f" ({renal.source})" if renal.source else ""
+    facts = {
+        "renal": shown,
+        "threshold": f"{threshold:g}",
+        "measure": _MEASURES.get(renal.kind, renal.kind),
+        "value": _value(renal),
+    }
+    for order in orders:
+        yield Finding(
+            RULE_ID,
+            card,
+            order.ref,
+            {**facts, "order": order.label(), "drug": order.name},
+            (f"Order: {order.label()}", f"Kidney function: {shown}{source}"),
+        )
+
+
+def _card(renal: RenalFunction, threshold: float) -> str | None:
+    if renal.value_ml_min is not None and _below(renal, threshold):
+        return "low_egfr" if renal.kind == "egfr" else "low_crcl"
+    if renal.kind == "condition" or renal.dialysis:
+        # Dialysis dependence is severe impairment whatever an eGFR between sessions says.
+        return "kidney_condition"
+    return None
+
+
+def _below(renal: RenalFunction, threshold: float) -> bool:
+    """True only when the value is certainly below the threshold (strict, as written)."""
+    value = renal.value_ml_min
+    assert value is not None
+    if renal.comparator in (">", ">="):
+        return False
+    if renal.comparator == "<":
+        return value <= threshold
+    return value < threshold
+
+
+def _value(renal: RenalFunction) -> str:
+    if renal.value_ml_min is None:
+        return ""
+    value = f"{renal.value_ml_min:g}"
+    return f"{renal.comparator} {value}" if renal.comparator else value
+
+
+def _no_renal_data(ctx, orders, threshold: float) -> Iterator[Finding]:
+    age = age_years(ctx.record.patient, ctx.now)
+    # Unknown age: the rule cannot decide, so it says nothing rather than guess.
+    if age is None or age < int(ctx.settings.value("elderly_age_years")):
+        return
+    facts = {
+        "age": age,
+        "threshold": f"{threshold:g}",
+        "lookback_days": ctx.knowledge.data_setting("renal_lookback_days"),
+    }
+    for order in orders:
+        order_crcl = _crcl_order(ctx, order)
+        yield Finding(
+            RULE_ID,
+            "no_renal_data",
+            order.ref,
+            {**facts, "order": order.label(), "drug": order.name, "test": _test_name(ctx)},
+            (
+                f"Order: {order.label()}",
+                f"Age: {age} years (Patient.birthDate)",
+                "Kidney function: no creatinine clearance, eGFR, CKD 4-5 or dialysis on record "
+                f"in the last {facts['lookback_days']} days",
+            ),
+            (order_crcl,) if order_crcl else (),
+        )
+
+
+def _test(ctx) -> tuple[str, str, str]:
+    """(system, code, display) of the creatinine clearance test to suggest, from the value set."""
+    code = str(ctx.settings.value("crcl_order_code"))
+    for key in ctx.settings.keys("crcl_order"):
+        for row in ctx.knowledge.terminology.codes(key):
+            if row[1] == code:
+                return row
+    raise KeyError(f"{RULE_ID}: crcl_order_code {code} is not in the crcl_order value sets")
+
+
+def _test_name(ctx) -> str:
+    _system, code, display = _test(ctx)
+    return f"{display}, LOINC {code}"
+
+
+def _crcl_order(ctx, order) -> Suggestion | None:
+    """A draft ServiceRequest for a creatinine clearance, for the order's patient."""
+    subject = reference(order.resource.get("subject")) or ref_of(ctx.record.patient or {})
+    if not subject:
+        return None
+    system, code, display = _test(ctx)
+    resource = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": system, "code": code, "display": display}]},
+        "subject": {"reference": subject},
+    }
+    return suggestions.create(resource, f"Order: {display}", "order_crcl", recommended=True)
