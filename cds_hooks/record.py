@@ -49,9 +49,17 @@ class MedOrder:
     selected: bool
     concept: Mapping[str, Any]
     authored: datetime | None
+    requester: str | None
 
     def has(self, *keys: str) -> bool:
         return any(k in self.drugs for k in keys)
+
+    def state(self) -> str:
+        """Where this order stands, for a card's evidence."""
+        if self.draft:
+            return "this order" if self.selected else "another draft order in this session"
+        authored = f", authored {self.authored.date().isoformat()}" if self.authored else ""
+        return f"status {self.status}{authored}"
 
     def label(self) -> str:
         """How a card names this order: what and which."""
@@ -83,7 +91,7 @@ class PatientRecord:
     conditions: list[Cond]
     drafts: list[MedOrder]
     history: list[MedOrder]
-    observations: list[Mapping[str, Any]]
+    observations: list[Mapping[str, Any]]  # only those coded in a value set (_selectable)
     allergies: list[Mapping[str, Any]]
     unavailable: dict[str, str] = field(default_factory=dict)
     condition_index: dict[str, Cond] = field(default_factory=dict)
@@ -136,6 +144,7 @@ def build_record(
             knowledge,
             draft=True,
             selected=not service.targets_selections or ref_of(r) in selections,
+            user=text(context.get("userId")),
         )
         for r in draft_resources
         if r.get("resourceType") == "MedicationRequest"
@@ -152,11 +161,42 @@ def build_record(
         conditions=[c for c in all_conditions if _is_active(c.resource, knowledge)],
         drafts=drafts,
         history=history,
-        observations=list(by_type.get("Observation", {}).values()),
+        observations=_selectable(by_type.get("Observation", {}).values(), knowledge),
         allergies=list(by_type.get("AllergyIntolerance", {}).values()),
         unavailable=dict(unavailable),
         condition_index={c.ref: c for c in all_conditions},
     )
+
+
+def _selectable(observations: Iterable[Mapping], knowledge: Knowledge) -> list[Mapping]:
+    """The Observations coded, or with a component coded, in one of the knowledge's value sets.
+
+    Rules select observations by value set only, so no other one can count; dropping them here,
+    one lookup per distinct coding, spares every rule a scan of the whole record when the EHR
+    ignores the narrowed prefetch template and sends every lab (docs/performance.md).
+    """
+    terminology = knowledge.terminology
+    known: dict[tuple[str, str], bool] = {}
+
+    def coded(concept: Any) -> bool:
+        for coding in as_list(as_dict(concept).get("coding")):
+            system = coding.get("system") if isinstance(coding, dict) else None
+            code = coding.get("code") if isinstance(coding, dict) else None
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue
+            hit = known.get((system, code))
+            if hit is None:
+                hit = known[(system, code)] = bool(terminology.keys_for_coding(system, code))
+            if hit:
+                return True
+        return False
+
+    return [
+        obs
+        for obs in observations
+        if coded(obs.get("code"))
+        or any(coded(c.get("code")) for c in as_list(obs.get("component")) if isinstance(c, dict))
+    ]
 
 
 def _med_order(
@@ -166,6 +206,7 @@ def _med_order(
     *,
     draft: bool,
     selected: bool,
+    user: str | None = None,
 ) -> MedOrder:
     terminology = knowledge.terminology
     concept, ref_display = _medication_concept(resource, meds)
@@ -189,6 +230,8 @@ def _med_order(
         selected=selected,
         concept=concept,
         authored=parse_datetime(resource.get("authoredOn")),
+        # A draft without requester is being ordered by the hook's user (context.userId).
+        requester=reference(resource.get("requester")) or user,
     )
 
 

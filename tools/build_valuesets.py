@@ -307,6 +307,8 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
             continue
         if added.get("extend"):
             codes[key] = [*codes[key], *added["entries"]]
+        elif added.get("exclude"):
+            codes[key] = [e for e in codes[key] if e["code"] not in added["exclude"]]
         else:
             codes.setdefault(key, added["entries"])
     keys = sorted(k for k in codes if k.startswith(INCLUDED_PREFIXES))

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from cds_hooks.rules import (
+    antispastic_duplicate,
     bac_allergy,
     bac_dopamine_antagonist,
     bac_dose,
@@ -20,6 +21,12 @@ from cds_hooks.rules import (
     bac_pregnancy,
     bac_renal,
     bac_taper,
+    itb_contraindication,
+    itb_pathway,
+    tiz_contraceptive,
+    tiz_cyp1a2,
+    tiz_dose,
+    tiz_renal,
 )
 
 if TYPE_CHECKING:
@@ -49,5 +56,12 @@ RULES: tuple[Rule, ...] = tuple(
         bac_pregnancy,
         bac_allergy,
         bac_taper,
+        itb_contraindication,
+        itb_pathway,
+        tiz_renal,
+        tiz_contraceptive,
+        tiz_dose,
+        tiz_cyp1a2,
+        antispastic_duplicate,
     )
 )

@@ -6,7 +6,8 @@ prescriber, then inform on the new order: additive CNS depression and sedation [
 of them is being stopped in this session: a draft with status stopped/cancelled replaces the
 record order, so the stopped one is no longer current. Two orders of the same drug from the same
 prescriber (e.g. a morning and a bedtime order) are left alone; so is a pair where either order
-names no requester, since the rule cannot tell whether the prescribers differ.
+names no requester (a draft's requester defaults to the hook's userId), since the rule cannot
+tell whether the prescribers differ.
 """
 
 from __future__ import annotations
@@ -45,20 +46,19 @@ def evaluate(ctx) -> Iterator[Finding]:
             "drug": terminology.title(own[0]),
             "ingredient": terminology.title(own[0]).lower(),
             "other": terminology.title(other_keys[0]).lower() if card == "combination" else "",
-            "other_order": f"{other.label()}, {_state(other)}",
+            "other_order": f"{other.label()}, {other.state()}",
             "prescriber": _prescriber(order) or "an unnamed prescriber",
             "other_prescriber": _prescriber(other) or "an unnamed prescriber",
         }
         evidence = (
             f"Order: {order.label()}" + _by(order),
-            *(f"Current: {o.label()}, {_state(o)}" + _by(o) for o in partners),
+            *(f"Current: {o.label()}, {o.state()}" + _by(o) for o in partners),
         )
         yield Finding(RULE_ID, card, order.ref, facts, evidence)
 
 
 def _prescribers_differ(first, second) -> bool:
-    a, b = (reference(f.resource.get("requester")) for f in (first, second))
-    return bool(a and b and a != b)
+    return bool(first.requester and second.requester and first.requester != second.requester)
 
 
 def _prescriber(order) -> str | None:
@@ -69,10 +69,3 @@ def _prescriber(order) -> str | None:
 def _by(order) -> str:
     who = _prescriber(order)
     return f", requested by {who}" if who else ""
-
-
-def _state(order) -> str:
-    if order.draft:
-        return "another draft order in this session" if not order.selected else "this order"
-    authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
-    return f"status {order.status}{authored}"

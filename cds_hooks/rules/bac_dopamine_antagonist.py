@@ -38,23 +38,16 @@ def evaluate(ctx) -> Iterator[Finding]:
             "drug": order.name,
             "baclofen": baclofen.label(),
             "antagonist": antagonist.name,
-            "antagonist_order": f"{antagonist.ref}, {_state(antagonist)}",
+            "antagonist_order": f"{antagonist.ref}, {antagonist.state()}",
         }
         evidence = (
             f"Order: {order.label()}",
             *(
                 f"{'Baclofen' if o.has(BACLOFEN) else 'Dopamine antagonist'}: {o.label()}, "
-                f"{_state(o)}"
+                f"{o.state()}"
                 for o in others
             ),
         )
         yield Finding(
             RULE_ID, "interaction", order.ref, facts, evidence, (suggestions.cancel(order),)
         )
-
-
-def _state(order) -> str:
-    if order.draft:
-        return "another draft order in this session" if not order.selected else "this order"
-    authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
-    return f"status {order.status}{authored}"

@@ -74,5 +74,7 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
     return [
         o
         for o in ctx.record.history
-        if o.has(*keys) and not (o.ref in targets and o.status == "draft")
+        if o.has(*keys)
+        and o.status != "entered-in-error"
+        and not (o.ref in targets and o.status == "draft")
     ]

@@ -60,13 +60,13 @@ def evaluate(ctx) -> Iterator[Finding]:
             "order": order.label(),
             "drug": order.name,
             "contraceptive": pill.name,
-            "contraceptive_order": f"{pill.ref}, {_state(pill)}",
-            "tizanidine_order": f"{tiz.ref}, {_state(tiz)}",
+            "contraceptive_order": f"{pill.ref}, {pill.state()}",
+            "tizanidine_order": f"{tiz.ref}, {tiz.state()}",
         }
         what = "Oral contraceptive" if card == "on_contraceptive" else "Tizanidine"
         evidence = (
             f"Order: {order.label()}",
-            *(f"{what}: {o.label()}, {_state(o)}" for o in partners),
+            *(f"{what}: {o.label()}, {o.state()}" for o in partners),
         )
         yield Finding(RULE_ID, card, order.ref, facts, evidence)
 
@@ -91,10 +91,3 @@ def _oral(order, words: tuple[str, ...], oral_routes: tuple[str, ...], terminolo
         if any(word in (concept_text(route) or "").lower() for word in words):
             return False
     return True
-
-
-def _state(order) -> str:
-    if order.draft:
-        return "another draft order in this session" if not order.selected else "this order"
-    authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
-    return f"status {order.status}{authored}"

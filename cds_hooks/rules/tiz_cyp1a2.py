@@ -65,12 +65,12 @@ def evaluate(ctx) -> Iterator[Finding]:
             "order": order.label(),
             "drug": order.name,
             "inhibitor": _ingredient(inhibitor, ctx.knowledge.terminology),
-            "inhibitor_order": f"{inhibitor.label()}, {_state(inhibitor)}",
-            "tizanidine_order": f"{tiz.label()}, {_state(tiz)}",
+            "inhibitor_order": f"{inhibitor.label()}, {inhibitor.state()}",
+            "tizanidine_order": f"{tiz.label()}, {tiz.state()}",
         }
         evidence = (
             f"Order: {order.label()}",
-            *(f"{_what(t, order, tizanidine)}: {o.label()}, {_state(o)}" for o, t in partners),
+            *(f"{_what(t, order, tizanidine)}: {o.label()}, {o.state()}" for o, t in partners),
         )
         cancel = (suggestions.cancel(order),) if card == "strong" else ()
         yield Finding(RULE_ID, card, order.ref, facts, evidence, cancel)
@@ -95,10 +95,3 @@ def _what(tier: str, order, tizanidine) -> str:
     if not order.has(*tizanidine):
         return "Tizanidine"
     return "Strong CYP1A2 inhibitor" if tier == "strong" else "CYP1A2 inhibitor"
-
-
-def _state(order) -> str:
-    if order.draft:
-        return "another draft order in this session" if not order.selected else "this order"
-    authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
-    return f"status {order.status}{authored}"

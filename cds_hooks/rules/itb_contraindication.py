@@ -1,0 +1,309 @@
+"""ITB-CONTRAINDICATION: what precludes an intrathecal catheter for intrathecal baclofen.
+
+When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
+  - an anticoagulant (warfarin, heparins, fondaparinux, DOACs...) is current therapy or another
+    draft: critical (with the `include_p2y12_antiplatelets` setting, P2Y12 antiplatelets too);
+  - a coagulopathy / bleeding disorder is on the problem list, or the latest usable INR is above
+    `inr_max` or the latest platelet count below `platelets_min` (labs within common.json
+    `lab_lookback_days`; older or missing labs give no card, never a guess): critical;
+  - an active systemic infection (sepsis, bacteremia, meningitis, epidural abscess) or a skin or
+    soft-tissue infection of the back, where the catheter goes in: critical;
+  - an anatomical spinal abnormality: warning, because spinal imaging may show a safe level.
+    Spina bifida, scoliosis / severe spinal deformity and spinal fusion are the abnormalities [G]
+    and clinical-rules.md name. Spinal stenosis is not: it is common and degenerative at the age
+    ITB is considered and does not by itself preclude an image-guided catheter, so it counts only
+    with the `include_spinal_stenosis` setting (off by default).
+Then one card per category of finding, each naming its evidence, with a cancel suggestion.
+Not for an order being stopped (a stop is not an insertion), and, with the
+`established_pump_is_not_insertion` setting, not while an ITB order is already current on record
+(a pump is in place: the draft is a refill or dose change; ASRA/ESRA class refills as low risk).
+Source: [G] "Contraindications for ITB": anticoagulant therapy, coagulopathy, local or systemic
+infection, or anatomical spinal abnormalities preclude intrathecal catheter insertion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+
+from cds_hooks import suggestions
+from cds_hooks.cards import Finding
+from cds_hooks.fhir.read import (
+    as_dict,
+    codings,
+    concept_text,
+    effective_time,
+    quantity,
+    ref_of,
+    text,
+)
+from cds_hooks.terminology import normalize_code, normalize_system
+
+log = logging.getLogger(__name__)
+
+RULE_ID = "ITB-CONTRAINDICATION"
+NEEDS = ("medications", "conditions", "observations")
+BACLOFEN = "drug/baclofen"
+TRIGGERS = (BACLOFEN,)
+
+# A result dated a little in the future is clock skew or a time zone; more is a data error.
+FUTURE_TOLERANCE = timedelta(days=1)
+
+# Platelet count units (normalised: lower case, no spaces, braces or "x"), as multiples of
+# 10^9/L. 10*9/L = 10*3/uL = 10*3/mm3 = K/uL = G/L; a plain count per uL or mm3 is / 1000.
+PLATELET_UNITS: Mapping[str, float] = {
+    "10*9/l": 1.0,
+    "10^9/l": 1.0,
+    "10e9/l": 1.0,
+    "g/l": 1.0,
+    "10*3/ul": 1.0,
+    "10^3/ul": 1.0,
+    "10e3/ul": 1.0,
+    "10*3/mm3": 1.0,
+    "10^3/mm3": 1.0,
+    "10e3/mm3": 1.0,
+    "k/ul": 1.0,
+    "k/mm3": 1.0,
+    "thou/ul": 1.0,
+    "thou/mm3": 1.0,
+    "/ul": 0.001,
+    "/mm3": 0.001,
+    "cells/ul": 0.001,
+    "cells/mm3": 0.001,
+    "/l": 1e-9,
+}
+INR_UNITS = frozenset({"inr", "ratio", "1", ""})
+
+# (card name, facts, evidence lines) of one category of finding, or None.
+Found = tuple[str, dict[str, str], tuple[str, ...]] | None
+
+
+def evaluate(ctx) -> Iterator[Finding]:
+    orders = [o for o in ctx.targets(BACLOFEN) if o.intrathecal and _is_new_therapy(o, ctx)]
+    if not orders or (ctx.settings.value("established_pump_is_not_insertion") and _pump(ctx)):
+        return
+    checks = (_anticoagulant, _bleeding_risk, _infection, _spinal_abnormality)
+    for order in orders:
+        cancel = (suggestions.cancel(order),)
+        for check in checks:
+            found = check(order, ctx)
+            if found is not None:
+                card, facts, evidence = found
+                facts = {"order": order.label(), "drug": order.name, **facts}
+                yield Finding(
+                    RULE_ID, card, order.ref, facts, (f"Order: {order.label()}", *evidence), cancel
+                )
+
+
+def _anticoagulant(order, ctx) -> Found:
+    keys = list(ctx.settings.keys("anticoagulants"))
+    if ctx.settings.value("include_p2y12_antiplatelets"):
+        keys += ctx.settings.keys("antiplatelets")
+    others = [o for o in ctx.current if o.ref != order.ref and o.has(*keys)]
+    if not others:
+        return None
+    anticoagulants = set(ctx.settings.keys("anticoagulants"))
+    drug_class = (
+        "anticoagulant" if any(o.drugs & anticoagulants for o in others) else "antiplatelet"
+    )
+    names = " and ".join(dict.fromkeys(o.name for o in others))
+    evidence = tuple(_medication_line(o, ctx) for o in others)
+    return "anticoagulant", {"anticoagulant": names, "drug_class": drug_class}, evidence
+
+
+def _bleeding_risk(order, ctx) -> Found:
+    problems: list[str] = []
+    evidence: list[str] = []
+    for cond in ctx.record.conditions_in(ctx.settings.keys("coagulopathy")):
+        problems.append(cond.name)
+        evidence.append(cond.label())
+    inr_max = float(ctx.settings.value("inr_max"))
+    platelets_min = float(ctx.settings.value("platelets_min"))
+    inr = _latest(ctx, "inr")
+    if inr is not None:
+        value = _inr_above(inr, inr_max)
+        if value is not None:
+            problems.append(f"INR {value} > {_fmt(inr_max)}")
+            evidence.append(_observation_line(inr))
+    platelets = _latest(ctx, "platelets")
+    if platelets is not None:
+        count = _platelets_below(platelets, platelets_min)
+        if count is not None:
+            problems.append(f"platelets {count} x10^9/L < {_fmt(platelets_min)}")
+            evidence.append(_observation_line(platelets))
+    if not problems:
+        return None
+    facts = {
+        "bleeding": "; ".join(problems),
+        "inr_max": _fmt(inr_max),
+        "platelets_min": _fmt(platelets_min),
+    }
+    return "bleeding_risk", facts, tuple(evidence)
+
+
+def _infection(order, ctx) -> Found:
+    systemic = ctx.record.conditions_in(ctx.settings.keys("systemic_infection"))
+    local = ctx.record.conditions_in(ctx.settings.keys("local_infection"))
+    if not systemic and not local:
+        return None
+    where = " and ".join(
+        w
+        for w, found in (
+            ("systemic infection", systemic),
+            ("local infection at the access site", local),
+        )
+        if found
+    )
+    names = " and ".join(dict.fromkeys(c.name for c in [*systemic, *local]))
+    evidence = tuple(c.label() for c in [*systemic, *local])
+    return "infection", {"infection": names, "where": where}, evidence
+
+
+def _spinal_abnormality(order, ctx) -> Found:
+    keys = list(ctx.settings.keys("spinal_abnormality"))
+    if ctx.settings.value("include_spinal_stenosis"):
+        keys += ctx.settings.keys("spinal_stenosis")
+    found = ctx.record.conditions_in(keys)
+    if not found:
+        return None
+    names = " and ".join(dict.fromkeys(c.name for c in found))
+    return "spinal_abnormality", {"abnormality": names}, tuple(c.label() for c in found)
+
+
+def _is_new_therapy(order, ctx) -> bool:
+    """A draft that starts or continues ITB; a stop or cancel is not an insertion."""
+    return order.status is None or order.status in ctx.knowledge.data_setting(
+        "current_medication_statuses"
+    )
+
+
+def _pump(ctx) -> bool:
+    """An intrathecal baclofen order is current on record: a pump is already in place.
+
+    The record's own version of an order being revised counts (a dose change of a running pump).
+    """
+    statuses = set(ctx.knowledge.data_setting("current_medication_statuses"))
+    return any(
+        o.intrathecal and o.has(BACLOFEN) and o.status in statuses for o in ctx.record.history
+    )
+
+
+def _latest(ctx, name: str) -> Mapping | None:
+    """The most recent usable Observation in the rule's value set `name`, within the look-back."""
+    codes = ctx.knowledge.code_set(*ctx.settings.keys(name))
+    usable = set(ctx.knowledge.data_setting("usable_observation_statuses"))
+    lookback = int(ctx.knowledge.data_setting("lab_lookback_days"))
+    now = ctx.now if ctx.now.tzinfo else ctx.now.replace(tzinfo=UTC)
+    best: tuple[datetime, Mapping] | None = None
+    for obs in ctx.record.observations:
+        if not _coded_in(obs.get("code"), codes):
+            continue
+        if text(obs.get("status")) not in usable:
+            continue
+        moment = effective_time(obs)
+        if moment is None or moment > now + FUTURE_TOLERANCE:
+            log.info("%s: %s skipped, no usable effective time", RULE_ID, ref_of(obs))
+            continue
+        # Whole calendar days, so a result exactly `lookback` days old still counts.
+        if (now.astimezone(UTC).date() - moment.astimezone(UTC).date()).days > lookback:
+            log.info("%s: %s older than %s days, ignored", RULE_ID, ref_of(obs), lookback)
+            continue
+        if best is None or moment > best[0]:
+            best = (moment, obs)
+    return best[1] if best else None
+
+
+def _coded_in(concept, codes: frozenset[tuple[str, str]]) -> bool:
+    """A coding of `concept` is in `codes`; read with the tolerant readers, aliases normalised."""
+    for system, code, _display in codings(concept):
+        if system and code:
+            canonical = normalize_system(system)
+            if (canonical, normalize_code(canonical, code)) in codes:
+                return True
+    return False
+
+
+def _inr_above(obs: Mapping, limit: float) -> str | None:
+    """The INR as shown when it is above `limit`; None when it is not, or cannot be told."""
+    read = quantity(obs.get("valueQuantity"))
+    if read is None or _norm_unit(read[1] or "") not in INR_UNITS:
+        return None
+    value, _unit, comparator = read
+    # "<2" or "<=2" could be anything below: never a guess. ">1.5" is above 1.5.
+    if comparator in ("<", "<=") or not (value > limit or (comparator == ">" and value >= limit)):
+        return None
+    return (comparator or "") + _fmt(value)
+
+
+def _platelets_below(obs: Mapping, limit: float) -> str | None:
+    """The count in 10^9/L when it is below `limit`; None when not, unknown unit, or unclear."""
+    read = quantity(obs.get("valueQuantity"))
+    if read is None:
+        return None
+    value, _unit, comparator = read
+    factor = _platelet_factor(obs.get("valueQuantity"))
+    if factor is None:
+        log.info("%s: %s has a platelet unit we do not know", RULE_ID, ref_of(obs))
+        return None
+    count = value * factor
+    # ">20" could be anything above: never a guess. "<50" is below 50.
+    if comparator in (">", ">=") or not (count < limit or (comparator == "<" and count <= limit)):
+        return None
+    return (comparator or "") + _fmt(count)
+
+
+def _platelet_factor(qty) -> float | None:
+    for field in ("code", "unit"):
+        unit = text(as_dict(qty).get(field))
+        if unit is not None and (factor := PLATELET_UNITS.get(_norm_unit(unit))) is not None:
+            return factor
+    return None
+
+
+def _norm_unit(unit: str) -> str:
+    unit = unit.strip().lower()
+    for old, new in ((" ", ""), ("{", ""), ("}", ""), ("x", ""), ("\u00b5", "u"), ("\u03bc", "u")):
+        unit = unit.replace(old, new)
+    return unit
+
+
+def _observation_line(obs: Mapping) -> str:
+    """Observation: what (code), value unit, when, status."""
+    name = concept_text(obs.get("code")) or "Observation"
+    code = next((f"{_system(s)} {c}" for s, c, _d in codings(obs.get("code")) if s and c), None)
+    read = quantity(obs.get("valueQuantity"))
+    qty = as_dict(obs.get("valueQuantity"))
+    shown = ""
+    if read is not None:
+        unit = text(qty.get("unit")) or text(qty.get("code")) or ""
+        shown = f" = {read[2] or ''}{_fmt(read[0])} {unit}".rstrip()
+    moment = effective_time(obs)
+    when = f", {moment.date().isoformat()}" if moment else ""
+    coded = f" ({code})" if code else ""
+    return f"Observation: {name}{coded}{shown}{when}, status {obs.get('status')}"
+
+
+def _medication_line(order, ctx) -> str:
+    code = next((f"{_system(s)} {c}" for s, c, _d in codings(order.concept) if s and c), None)
+    coded = f", {code}" if code else ""
+    if order.draft:
+        state = "another draft order in this session"
+    else:
+        authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
+        state = f"status {order.status}{authored}"
+    return f"MedicationRequest: {order.label()}{coded}, {state}"
+
+
+def _system(system: str) -> str:
+    names = {
+        "http://snomed.info/sct": "SNOMED CT",
+        "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+        "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+        "http://loinc.org": "LOINC",
+    }
+    return names.get(system, system)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".")

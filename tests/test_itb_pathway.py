@@ -1,0 +1,225 @@
+"""ITB-PATHWAY: the prior oral trial, and the intrathecal dose unit error at both sides."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from cds_hooks import engine
+from cds_hooks.record import build_record
+from cds_hooks.rules import itb_pathway
+from cds_hooks.services import BY_ID
+from tests.factories import (
+    BACLOFEN_10_TAB,
+    BACLOFEN_IT,
+    CEREBRAL_PALSY,
+    MS,
+    TIZANIDINE_4_TAB,
+    condition,
+    hook_request,
+    med_request,
+    patient,
+    rules_of,
+)
+
+RULE = "ITB-PATHWAY"
+
+
+def itb_order(
+    rid: str = "itb", *, value: float = 50, unit: str = "ug", **extra: Any
+) -> dict[str, Any]:
+    """An intrathecal baclofen order with one dose Quantity (default: a 50 mcg bolus)."""
+    order = med_request(rid, BACLOFEN_IT, dose_mg=1, per_day=1, route="intrathecal", **extra)
+    order["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {
+        "value": value,
+        "unit": {"ug": "mcg"}.get(unit, unit),
+        "system": "http://unitsofmeasure.org",
+        "code": unit,
+    }
+    return order
+
+
+def prior(rid: str, drug=BACLOFEN_10_TAB, status: str = "completed", **extra: Any) -> dict:
+    return med_request(rid, drug, status=status, authoredOn="2025-06-10", **extra)
+
+
+def pathway(call, drafts, *, medications=(), conditions=None, **kwargs) -> list[dict]:
+    request = hook_request(
+        list(drafts),
+        conditions=conditions if conditions is not None else [condition("c-ms", MS)],
+        medications=list(medications),
+        **kwargs,
+    )
+    status, answer = call(request)
+    assert status == 200
+    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+
+
+def indicators(cards) -> list[str]:
+    return [c["indicator"] for c in cards]
+
+
+# --- second line ------------------------------------------------------------------------------
+
+
+def test_no_oral_trial_on_record_is_info(call):
+    cards = pathway(call, [itb_order()])
+    assert indicators(cards) == ["info"]
+    assert cards[0]["summary"] == (
+        "Intrathecal baclofen: no oral baclofen or tizanidine trial on record"
+    )
+    assert "overrideReasons" not in cards[0]
+    assert "suggestions" not in cards[0]
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([prior("p1", status="completed")], []),
+        ([prior("p1", status="stopped")], []),
+        ([prior("p1", status="active")], []),
+        ([prior("p1", TIZANIDINE_4_TAB, status="stopped")], []),
+        ([prior("p1", status="entered-in-error")], ["info"]),
+        # An earlier intrathecal order is not an oral trial, but it means the pathway decision
+        # was already taken (screening bolus done or pump in place): quiet by default.
+        ([itb_order("p1", status="completed")], []),
+        (
+            [med_request("p1", ("314076", "lisinopril 10 MG Oral Tablet"), status="active")],
+            ["info"],
+        ),
+    ],
+)
+def test_prior_oral_trial(call, history, expected):
+    assert indicators(pathway(call, [itb_order()], medications=history)) == expected
+
+
+def test_earlier_itb_is_not_an_oral_trial_with_the_setting_off(knowledge):
+    rule = knowledge.rule(RULE)
+    settings = {k: dict(v) for k, v in rule.settings.items()}
+    settings["quiet_when_itb_on_record"]["value"] = False
+    ctx = _ctx(knowledge, [itb_order()], [itb_order("p1", status="completed")])
+    ctx.settings = dataclasses.replace(rule, settings=settings)
+    assert [f.card for f in _run(ctx)] == ["no_oral_trial"]
+
+
+def test_cerebral_palsy_itb_gets_pathway_info_but_no_indication_card(call):
+    request = hook_request(
+        [itb_order()], conditions=[condition("c-cp", CEREBRAL_PALSY)], pat=patient("2002-04-01")
+    )
+    status, answer = call(request)
+    assert status == 200
+    assert rules_of(answer) == [(RULE, "info")]
+
+
+def test_oral_baclofen_order_gets_no_pathway_card(call):
+    oral = med_request("oral", BACLOFEN_10_TAB, dose_mg=50, per_day=1, route="oral")
+    assert pathway(call, [oral]) == []
+
+
+def test_text_only_lioresal_intrathecal_is_in_scope_and_says_so(call):
+    order = med_request("itb", None, text="Lioresal Intrathecal", dose_mg=0.05, per_day=1)
+    cards = pathway(call, [order])
+    assert indicators(cards) == ["info"]
+    assert (
+        "Lioresal Intrathecal (MedicationRequest/itb) (identified by name only)"
+        in (cards[0]["detail"])
+    )
+
+
+# --- dose unit error --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        (0.1, "mg", []),
+        (0.999, "mg", []),
+        (1, "mg", ["critical"]),
+        (50, "mg", ["critical"]),
+        (0.05, "g", ["critical"]),  # 50 mg
+        (100, "ug", []),  # 0.1 mg: an ordinary screening bolus
+        (50, "ug", []),
+        (1000, "ug", []),  # a high pump daily dose, written in micrograms: not a unit error
+        (50, "mL", []),  # no mass: never a guess
+    ],
+)
+def test_intrathecal_dose_unit_error(call, value, unit, expected):
+    history = [prior("p1")]
+    cards = pathway(call, [itb_order(value=value, unit=unit)], medications=history)
+    assert indicators(cards) == expected
+
+
+def test_unit_error_card_names_the_dose_and_suggests_cancelling(call):
+    order = itb_order(value=50, unit="mg")
+    order["dosageInstruction"][0]["text"] = "50 mg intrathecal once"
+    cards = pathway(call, [order], medications=[prior("p1")])
+    assert indicators(cards) == ["critical"]
+    card = cards[0]
+    assert card["summary"].startswith("Intrathecal baclofen: dose 50 mg")
+    assert "unit error" in card["summary"]
+    assert len(card["summary"]) < 140
+    assert '- Dosage line 1: dose 50 mg ("50 mg intrathecal once")' in card["detail"]
+    assert "50000 mcg" in card["detail"]
+    assert card["overrideReasons"]
+    assert card["suggestions"][0]["label"] == "Cancel this intrathecal baclofen order"
+    assert card["suggestions"][0]["actions"] == [
+        {
+            "type": "delete",
+            "description": "Remove the draft order MedicationRequest/itb",
+            "resourceId": "MedicationRequest/itb",
+        }
+    ]
+
+
+def test_dose_range_high_is_read(call):
+    order = itb_order()
+    order["dosageInstruction"][0]["doseAndRate"] = [
+        {
+            "doseRange": {
+                "low": {"value": 0.5, "unit": "mg", "code": "mg"},
+                "high": {"value": 2, "unit": "mg", "code": "mg"},
+            }
+        }
+    ]
+    assert indicators(pathway(call, [order], medications=[prior("p1")])) == ["critical"]
+
+
+def test_unit_error_and_no_oral_trial_are_two_cards(call):
+    cards = pathway(call, [itb_order(value=50, unit="mg")])
+    assert indicators(cards) == ["critical", "info"]
+
+
+def test_a_stopped_itb_order_gets_no_pathway_card(call):
+    order = itb_order(value=50, unit="mg", status="stopped")
+    assert pathway(call, [order], hook="order-sign") == []
+
+
+# --- data unavailable -------------------------------------------------------------------------
+
+
+def _ctx(knowledge, drafts, history, unavailable=None):
+    request = hook_request(drafts, medications=history)
+    service = BY_ID["antispasticity-order-select"]
+    resources = {"medications": history, "conditions": [], "observations": []}
+    record = build_record(service, request["context"], resources, {}, unavailable or {}, knowledge)
+    return engine.RuleContext(
+        record, knowledge, knowledge.rule(RULE), datetime.fromisoformat("2026-11-21T12:00:00+00:00")
+    )
+
+
+def _run(ctx):
+    return list(itb_pathway.evaluate(ctx))
+
+
+def test_unit_error_still_found_when_medication_history_is_unavailable(knowledge):
+    ctx = _ctx(
+        knowledge,
+        [itb_order(value=50, unit="mg")],
+        [],
+        unavailable={"medications": "the FHIR search failed"},
+    )
+    # No guess about the oral trial without the history; the unit error needs only the order.
+    assert [f.card for f in _run(ctx)] == ["unit_error"]
