@@ -16,12 +16,14 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_hooks import protocol
+from cds_hooks import auth, observability, openapi, preview, protocol
 from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
+from cds_hooks.feedback import blueprint as feedback_blueprint
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.pipeline import Runtime, call_service
 from cds_hooks.services import BY_ID, SERVICES, prefetch_templates
+from cds_hooks.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,52 @@ DEFAULTS: dict[str, Any] = {
     "CORS_ORIGINS": "*",
     # Fixed clock for tests and `cds-hooks evaluate --now` (ISO 8601); empty means the real time.
     "NOW": "",
+    # Card preview page at /preview: a local tool (it runs the rules for anyone who can reach it,
+    # without the hook auth), so off unless asked for: `CDS_PREVIEW=true make serve` locally.
+    "PREVIEW": False,
+    # Where /preview finds fixture scenarios; empty means the repo's fhir_fixtures/ (or ./).
+    "FIXTURES_DIR": "",
+    # Prometheus metrics at /metrics (no patient data: service ids, rule ids, prefetch keys).
+    "METRICS": True,
+    # "json" (one object per line), "text", or "none" (leave logging to the host program).
+    "LOG_FORMAT": "json",
+    "LOG_LEVEL": "INFO",
+    # Storage (docs/storage.md): a SQLite file under DATA_DIR unless DATABASE_URL names a database
+    # (postgresql+psycopg://...). FULL: every commit is fsynced before the answer goes out.
+    "DATA_DIR": "var",
+    "DATABASE_URL": "",
+    "SQLITE_SYNCHRONOUS": "FULL",
+    "SQLITE_BUSY_TIMEOUT_MS": 5000,
+    # Patient id in the audit: "plain", or "hash" (HMAC-SHA256 under AUDIT_PATIENT_KEY).
+    "AUDIT_PATIENT_ID": "plain",
+    "AUDIT_PATIENT_KEY": "",
+    # Keep feedback userComment text (clinician free text); false stores only that one was given.
+    "FEEDBACK_KEEP_COMMENTS": True,
+    # Repeat suppression: order-sign does not repeat a non-critical card order-select showed for
+    # the same unchanged order within the window; overridden-with-reason cards stay quiet for
+    # SUPPRESS_OVERRIDDEN_HOURS (0 turns that off).
+    "SUPPRESS_SELECT_SIGN": True,
+    "SELECT_SIGN_WINDOW_MINUTES": 240,
+    "SUPPRESS_OVERRIDDEN_HOURS": 24,
+    # Client JWT authentication (docs/security.md). No issuers: auth off, and `cds-hooks serve`
+    # binds only loopback unless ALLOW_UNAUTHENTICATED / --allow-unauthenticated.
+    # AUTH_ISSUERS: {iss: {jku, jwks, jwks_file, jwks_url, tenants}} as a mapping, JSON or a path.
+    "AUTH_ISSUERS": "",
+    "AUTH_ALGORITHMS": "ES384,RS384",  # asymmetric only; none/HS* are refused at start
+    "AUTH_CLOCK_SKEW_SECONDS": 30,
+    "AUTH_MAX_TOKEN_AGE_SECONDS": 300,  # iat older than this is refused, whatever exp says
+    "AUTH_JWKS_TIMEOUT_SECONDS": 2.0,
+    "AUTH_JWKS_CACHE_SECONDS": 3600,
+    "AUTH_JWKS_MIN_REFRESH_SECONDS": 30,  # unknown kid: refetch a jku at most this often
+    # The URL the EHR calls us at (scheme://host[:port][/prefix]): the JWT aud is this + path.
+    "PUBLIC_BASE_URL": "",
+    "ALLOW_UNAUTHENTICATED": False,
 }
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.request_class = protocol.BoundedRequest  # a chunked body over the limit is a 413
     app.config.update(DEFAULTS)
     app.config.from_prefixed_env("CDS")
     app.config.update(config or {})
@@ -58,7 +101,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         session=_session(),
         executor=ThreadPoolExecutor(int(app.config["FHIR_WORKERS"]), "fhir"),
         clock=_clock(app.config["NOW"]),
+        store=open_store(app.config),
     )
+    observability.init_app(app)
+    shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store
+    shared.verifier = auth.build_verifier(app.config, shared.store.replay)
+    app.before_request(auth.require_client_jwt)
     _register_errors(app)
     _register_views(app)
     for blueprint in _features(app):
@@ -69,7 +117,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _features(app: Flask) -> list[Blueprint]:
     """Routes beyond the hook path (feedback, preview, metrics...), one blueprint per module."""
-    return []
+    features = [feedback_blueprint()]
+    if app.config["METRICS"]:
+        features.append(observability.blueprint())
+    if app.config["PREVIEW"]:
+        features.append(preview.blueprint())
+    features.append(openapi.blueprint())
+    return features
 
 
 def _session() -> requests.Session:
@@ -105,7 +159,9 @@ def _register_views(app: Flask) -> None:
             raise NotFound(f"no CDS service {service_id[:100]!r}; see GET /cds-services")
         protocol.check_content_type(request.mimetype)
         body = protocol.parse_json(request.get_data(cache=False))
+        observability.note_request(body)
         result = call_service(declared, body, runtime())
+        observability.note_result(result)  # one log line and the metrics, after the response
         return jsonify(result.response)
 
     @app.get("/healthz")

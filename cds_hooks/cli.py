@@ -8,11 +8,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cds_hooks.commands import evaluate, serve
+from cds_hooks.commands import call, evaluate, keys, load_fixtures, report, serve
 
 COMMANDS = {
     "serve": serve,
+    "report": report,
     "evaluate": evaluate,
+    "keys": keys,
+    "load-fixtures": load_fixtures,
+    "call": call,
 }
 
 

@@ -232,7 +232,8 @@ class Terminology:
 
     def keys_for_coding(self, system: str | None, code: str | None) -> frozenset[str]:
         """Keys whose value set contains this coding (exact, or by ICD-10-CM/ATC prefix)."""
-        if not system or not code:
+        # EHR data is untrusted: anything but two non-empty strings matches nothing.
+        if not isinstance(system, str) or not isinstance(code, str) or not system or not code:
             return _EMPTY
         system = normalize_system(system)
         assert system is not None
@@ -253,9 +254,11 @@ class Terminology:
 
     def keys_for_concept(self, concept: Mapping | None) -> frozenset[str]:
         """Union of :meth:`keys_for_coding` over a CodeableConcept's codings (text ignored)."""
-        if not concept:
+        if not isinstance(concept, Mapping):
             return _EMPTY
-        codings = concept.get("coding") or ()
+        codings = concept.get("coding")
+        if not isinstance(codings, list):
+            return _EMPTY
         hits = [
             self.keys_for_coding(c.get("system"), c.get("code"))
             for c in codings
@@ -268,7 +271,7 @@ class Terminology:
 
     def keys_for_text(self, text: str | None) -> frozenset[str]:
         """Drug ingredient keys named in free text (ingredient or brand name), plus their groups."""
-        if not text or self._text_pattern is None:
+        if not isinstance(text, str) or not text or self._text_pattern is None:
             return _EMPTY
         found: set[str] = set()
         for match in self._text_pattern.finditer(text):

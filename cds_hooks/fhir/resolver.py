@@ -120,10 +120,12 @@ def _is_outcome(value: Any) -> bool:
         return True
     if value.get("resourceType") != "Bundle":
         return False
-    kinds = [
-        as_dict(as_dict(e).get("resource")).get("resourceType") for e in as_list(value.get("entry"))
-    ]
-    return bool(kinds) and all(kind == "OperationOutcome" for kind in kinds)
+    entries = as_list(value.get("entry"))
+    # Stops at the first other resource: a searchset of 10,000 costs one look, not 10,000.
+    return bool(entries) and all(
+        as_dict(as_dict(e).get("resource")).get("resourceType") == "OperationOutcome"
+        for e in entries
+    )
 
 
 def _entries(bundle: Any) -> Iterable[tuple[str | None, dict]]:
@@ -137,7 +139,15 @@ def _entries(bundle: Any) -> Iterable[tuple[str | None, dict]]:
 
 def _flatten(value: dict) -> list[dict]:
     if value.get("resourceType") == "Bundle":
-        return [resource for _url, resource in _entries(value)]
+        # What _entries yields, without the fullUrl: this runs once per prefetched resource.
+        return [
+            resource
+            for entry in as_list(value.get("entry"))
+            if isinstance(entry, dict)
+            and isinstance(resource := entry.get("resource"), dict)
+            and isinstance(kind := resource.get("resourceType"), str)
+            and kind != "OperationOutcome"
+        ]
     return [value]
 
 
@@ -240,14 +250,23 @@ def _resolve_medications(
         if full_url:  # draft bundles may reference by urn:uuid fullUrl
             found.setdefault(full_url, resource)
 
+    # Cheap type tests first: these loops see every resource of the record (docs/performance.md).
     for resources in data.resources.values():
         for resource in resources:
-            index(None, resource)
+            if resource.get("resourceType") == "Medication":
+                index(None, resource)
     for bundle in [*drafts, *prefetched]:
-        for full_url, resource in _entries(bundle):
-            index(full_url, resource)
+        for entry in as_list(as_dict(bundle).get("entry")):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
+                index(text(entry.get("fullUrl")), resource)
 
-    orders = [r for rs in data.resources.values() for r in rs]
+    orders = [
+        r
+        for resources in data.resources.values()
+        for r in resources
+        if r.get("resourceType") == "MedicationRequest"
+    ]
     orders += [r for bundle in drafts for _url, r in _entries(bundle)]
     for resource in orders:
         if resource.get("resourceType") != "MedicationRequest":
