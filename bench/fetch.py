@@ -1,0 +1,66 @@
+"""FHIR-fetch mode: no prefetch but the patient, so the service runs four searches itself.
+
+The local FHIR server adds `delay` to every call. Searches run in parallel, so the whole hook
+call should take about one search's latency, not the sum of four.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import fixtures
+from bench.fhir_server import FhirServer
+from bench.inprocess import check_answer, make_app, service_call
+from bench.stats import summary, timed_ms
+
+SEARCHES = ("Condition", "MedicationRequest", "Observation", "AllergyIntolerance")
+
+
+def run(size: int, delay: float, iterations: int, log: Callable[[str], None]) -> dict[str, Any]:
+    from cds_hooks.fhir.client import FhirClient
+
+    with FhirServer(size, delay) as base, tempfile.TemporaryDirectory() as data_dir:
+        app = make_app(data_dir, ALLOW_HTTP_FHIR=True)
+        call = service_call(app)
+        runtime = app.extensions["cds_hooks"]
+        body = fixtures.request(None, fhir_server=base)
+        body["prefetch"] = {"patient": fixtures.PATIENT}
+        raw = json.dumps(body).encode()
+        check_answer(call(raw))
+        client = FhirClient(base, "bench-token", session=runtime.session, timeout=5.0)
+        templates = runtime.templates
+        queries = {
+            rtype: next(t for t in templates.values() if t.startswith(rtype + "?")).replace(
+                "{{context.patientId}}", fixtures.PATIENT_ID
+            )
+            for rtype in SEARCHES
+        }
+        single: dict[str, list[float]] = {rtype: [] for rtype in SEARCHES}
+        total = []
+        for _ in range(iterations):
+            for rtype, query in queries.items():
+                single[rtype].append(
+                    timed_ms(lambda q=query: client.search(q, time.monotonic() + 5.0))
+                )
+            total.append(timed_ms(lambda: call(raw)))
+        one = {rtype: summary(samples) for rtype, samples in single.items()}
+        slowest = max(s["p50"] for s in one.values())
+        result = {
+            "size": size,
+            "delay_ms": delay * 1000,
+            "searches": len(SEARCHES),
+            "single": one,
+            "slowest_single_p50": slowest,
+            "sum_single_p50": sum(s["p50"] for s in one.values()),
+            "service": summary(total),
+        }
+        result["service_over_single"] = result["service"]["p50"] / slowest
+        log(
+            f"  fetch mode: service {result['service']['p50']:.1f} ms, slowest single search "
+            f"{slowest:.1f} ms, sum {result['sum_single_p50']:.1f} ms"
+        )
+        return result

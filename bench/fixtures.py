@@ -1,0 +1,202 @@
+"""Hook request bodies of a chosen record size, built from the shared Synthea bundles.
+
+The record is real data: every Condition, MedicationRequest, Observation and AllergyIntolerance
+of the 25 Synthea patients in `../shared/data/synthea/`, moved onto the scenario's patient, then
+trimmed (or repeated with fresh ids) to the size asked for. The scenario adds the patient, a
+stroke Condition and two draft orders (baclofen, selected; haloperidol by text).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHEA = REPO.parent / "shared" / "data" / "synthea"
+SERVICE_ID = "antispasticity-order-select"
+PATIENT_ID = "p1"
+NOW = "2026-11-21T12:00:00Z"
+
+# Prefetch key of each resource type we put in the record.
+KEY_OF = {
+    "Condition": "conditions",
+    "MedicationRequest": "medications",
+    "Observation": "observations",
+    "AllergyIntolerance": "allergies",
+}
+
+PATIENT = {
+    "resourceType": "Patient",
+    "id": PATIENT_ID,
+    "birthDate": "1970-01-01",
+    "gender": "female",
+}
+STROKE = {
+    "resourceType": "Condition",
+    "id": "stroke",
+    "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    "clinicalStatus": {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                "code": "active",
+            }
+        ]
+    },
+    "code": {
+        "coding": [
+            {
+                "system": "http://snomed.info/sct",
+                "code": "230690007",
+                "display": "Cerebrovascular accident",
+            }
+        ]
+    },
+}
+DRAFTS = {
+    "resourceType": "Bundle",
+    "type": "collection",
+    "entry": [
+        {
+            "resource": {
+                "resourceType": "MedicationRequest",
+                "id": "d1",
+                "status": "draft",
+                "intent": "order",
+                "subject": {"reference": f"Patient/{PATIENT_ID}"},
+                "medicationCodeableConcept": {
+                    "coding": [
+                        {
+                            "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                            "code": "197391",
+                            "display": "baclofen 10 MG Oral Tablet",
+                        }
+                    ]
+                },
+                "dosageInstruction": [
+                    {
+                        "timing": {"code": {"coding": [{"code": "TID"}]}},
+                        "doseAndRate": [
+                            {
+                                "doseQuantity": {
+                                    "value": 10,
+                                    "unit": "mg",
+                                    "system": "http://unitsofmeasure.org",
+                                    "code": "mg",
+                                }
+                            }
+                        ],
+                    }
+                ],
+            }
+        },
+        {
+            "resource": {
+                "resourceType": "MedicationRequest",
+                "id": "d2",
+                "status": "draft",
+                "intent": "order",
+                "subject": {"reference": f"Patient/{PATIENT_ID}"},
+                "medicationCodeableConcept": {"text": "Haloperidol 5 mg tablet"},
+            }
+        },
+    ],
+}
+
+
+@cache
+def synthea_pool() -> tuple[dict, ...]:
+    """Every record resource of the Synthea bundles, in a fixed order, on the scenario patient."""
+    paths = sorted(SYNTHEA.glob("*.json"))
+    if not paths:
+        raise SystemExit(f"no Synthea bundles in {SYNTHEA}")
+    pool = []
+    for path in paths:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        for entry in bundle.get("entry", []):
+            resource = entry.get("resource") or {}
+            if resource.get("resourceType") in KEY_OF:
+                resource = copy.deepcopy(resource)
+                for field in ("subject", "patient"):
+                    if field in resource:
+                        resource[field] = {"reference": f"Patient/{PATIENT_ID}"}
+                resource.pop("encounter", None)  # urn:uuid of an Encounter we do not send
+                resource.pop("context", None)
+                pool.append(resource)
+    return tuple(pool)
+
+
+def record_resources(size: int) -> list[dict]:
+    """`size` resources in all: the patient, the stroke, then Synthea resources (repeated with
+    new ids once the pool runs out)."""
+    out: list[dict] = [PATIENT, STROKE]
+    pool = synthea_pool()
+    for round_no in itertools.count():
+        for resource in pool:
+            if len(out) >= size:
+                return out
+            if round_no:
+                resource = {**resource, "id": f"{resource.get('id', 'r')}-{round_no}"}
+            out.append(resource)
+    return out
+
+
+def searchset(resources: list[dict]) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {
+                "fullUrl": f"{r['resourceType']}/{r.get('id')}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ],
+    }
+
+
+def prefetch(size: int) -> dict[str, Any]:
+    """The five prefetch keys for a record of `size` resources."""
+    by_key: dict[str, list[dict]] = {key: [] for key in KEY_OF.values()}
+    for resource in record_resources(size):
+        if resource["resourceType"] == "Patient":
+            continue
+        by_key[KEY_OF[resource["resourceType"]]].append(resource)
+    return {"patient": PATIENT, **{key: searchset(rs) for key, rs in by_key.items()}}
+
+
+def request(size: int | None, *, fhir_server: str | None = None) -> dict[str, Any]:
+    """An order-select request; `size=None` sends no prefetch (the service fetches it all)."""
+    body: dict[str, Any] = {
+        "hook": "order-select",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {
+            "userId": "Practitioner/1",
+            "patientId": PATIENT_ID,
+            "selections": ["MedicationRequest/d1"],
+            "draftOrders": DRAFTS,
+        },
+    }
+    if size is not None:
+        body["prefetch"] = prefetch(size)
+    if fhir_server:
+        body["fhirServer"] = fhir_server
+        body["fhirAuthorization"] = {
+            "access_token": "bench-token",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "user/*.read",
+            "subject": "bench",
+        }
+    return body
+
+
+@cache
+def body_bytes(size: int) -> bytes:
+    return json.dumps(request(size)).encode()
