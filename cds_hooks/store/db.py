@@ -10,6 +10,7 @@ tables that only ever gain columns and indexes; the list below is the whole hist
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -36,6 +37,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: threads still queue, processes fall back to SQLite's wait
+    fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
@@ -203,14 +209,18 @@ def writing(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
     for this commit, which survives a crash of the process (the WAL is in the OS cache) but not
     of the machine, and costs no fsync; the next durable commit fsyncs the WAL, these included.
     """
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            info = conn.connection.info  # lives as long as the DBAPI connection
-            level = info.get("synchronous", "FULL") if durable else "NORMAL"
-            if info.get("current") != level:
-                conn.connection.dbapi_connection.execute(f"PRAGMA synchronous = {level}")
-                info["current"] = level
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as conn, conn.begin():
+            yield conn
+        return
+    # Writers queue on our lock, not in SQLite's polling busy handler (see _WriteLock).
+    with _write_lock(engine), engine.connect() as conn:
+        info = conn.connection.info  # lives as long as the DBAPI connection
+        level = info.get("synchronous", "FULL") if durable else "NORMAL"
+        if info.get("current") != level:
+            conn.connection.dbapi_connection.execute(f"PRAGMA synchronous = {level}")
+            info["current"] = level
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
 
@@ -227,6 +237,57 @@ def insert_ignoring_duplicates(engine: Engine, table: Table) -> Any:
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing().returning(key)
     raise NotImplementedError(f"no upsert for {engine.dialect.name}")
+
+
+class _WriteLock:
+    """One writer at a time per SQLite file: a thread lock, then an flock on a side file.
+
+    SQLite's own busy handler polls with sleeps growing to 100 ms, which put seconds on the p99
+    of hook calls under load with two gunicorn workers (docs/performance.md). Threads queue on the
+    thread lock; processes on the kernel's flock, which wakes the next waiter at once.
+    """
+
+    def __init__(self, database: str | None):
+        self._thread = threading.Lock()
+        use_file = database and database != ":memory:" and fcntl is not None
+        self._path = f"{database}.lock" if use_file else None
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+        try:
+            if self._path is not None:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+    def _descriptor(self) -> int:
+        # flock belongs to an open file description, which a fork shares: each process opens
+        # its own, or two gunicorn workers would hold "the same" lock at once.
+        if self._pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+
+_write_locks: weakref.WeakKeyDictionary[Engine, _WriteLock] = weakref.WeakKeyDictionary()
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(engine: Engine) -> _WriteLock:
+    with _write_locks_guard:
+        if engine not in _write_locks:
+            _write_locks[engine] = _WriteLock(engine.url.database)
+        return _write_locks[engine]
 
 
 # Engines already migrated by this process (weak: an id() could be reused by a later engine).
