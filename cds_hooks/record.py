@@ -101,10 +101,17 @@ class PatientRecord:
         return [o for o in self.drafts if o.selected]
 
     def current(self, knowledge: Knowledge) -> list[MedOrder]:
-        """Current therapy: record orders in a current status, as amended by this call's drafts."""
+        """Current therapy: record orders in a current status, as amended by this call's drafts.
+
+        A draft replaces the record order with its id (a revision or a stop) and the one it names
+        as `priorPrescription` (a new order for a changed dose), so neither is counted twice.
+        """
         statuses = set(knowledge.data_setting("current_medication_statuses"))
-        drafted = {o.ref for o in self.drafts}
-        kept = [o for o in self.history if o.ref not in drafted and o.status in statuses]
+        replaced = {o.ref for o in self.drafts}
+        for draft in self.drafts:
+            if prior := reference(draft.resource.get("priorPrescription")):
+                replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
+        kept = [o for o in self.history if o.ref not in replaced and o.status in statuses]
         return kept + [o for o in self.drafts if o.status in statuses or o.status is None]
 
     def conditions_in(self, keys: Iterable[str]) -> list[Cond]:
@@ -271,6 +278,7 @@ def _ingredients(resource: Mapping, meds: Mapping) -> Iterable[Mapping]:
 
 
 def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str, knowledge: Knowledge) -> bool:
+    """Intrathecal by product (an injection: RxNorm has no intrathecal dose form) or by route."""
     if INTRATHECAL_KEY in drugs:
         return True
     for dosage in as_list(resource.get("dosageInstruction")):

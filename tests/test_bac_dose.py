@@ -136,3 +136,12 @@ def test_intrathecal_doses_are_not_oral_doses(call):
 
     order = med_request("d1", BACLOFEN_IT, dose_mg=100, per_day=1, route="intrathecal")
     assert dose_cards(call, hook_request([order], conditions=RECORD, medications=[PRIOR])) == []
+
+
+def test_a_new_order_replacing_a_prior_prescription_is_not_counted_twice(call):
+    current = med_request("b1", status="active", dose_mg=20, per_day=3)  # 60
+    new = med_request(
+        "d1", dose_mg=25, per_day=3, priorPrescription={"reference": "MedicationRequest/b1"}
+    )  # 75 instead, not 135
+    body = hook_request([new], conditions=RECORD, medications=[current])
+    assert [c["indicator"] for c in dose_cards(call, body)] == ["info"]

@@ -172,3 +172,14 @@ def test_warning_card_carries_suggestion_override_reasons_and_citation(call):
     assert {r["code"] for r in card["overrideReasons"]} >= {"benefit-outweighs-risk"}
     assert "dailymed.nlm.nih.gov" in card["source"]["url"]
     assert "Condition: Cerebrovascular accident (SNOMED CT 230690007" in card["detail"]
+
+
+def test_rheumatic_spasm_is_not_indicated_and_stroke_is_not_established(call):
+    ra = indication_cards(call, hook_request([med_request("d1")], conditions=[condition("c1", RA)]))
+    assert ra[0]["summary"] == "Baclofen: not indicated for muscle spasm from Rheumatoid arthritis"
+    stroke = indication_cards(
+        call, hook_request([med_request("d1")], conditions=[condition("c1", STROKE)])
+    )
+    assert stroke[0]["summary"] == (
+        "Baclofen: efficacy not established for Cerebrovascular accident"
+    )

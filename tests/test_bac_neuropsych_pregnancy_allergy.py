@@ -120,3 +120,18 @@ def allergy(
 )
 def test_allergy(call, allergies, expected):
     assert cards_for(call, "BAC-ALLERGY", allergies=allergies) == expected
+
+
+def test_intolerance_is_a_warning_and_a_true_allergy_outranks_it(call):
+    intolerance = dict(allergy(), type="intolerance")
+    assert cards_for(call, "BAC-ALLERGY", allergies=[intolerance]) == ["warning"]
+    low = dict(allergy(), criticality="low")
+    assert cards_for(call, "BAC-ALLERGY", allergies=[low]) == ["warning"]
+    both = [intolerance, dict(allergy(), id="a2", type="allergy", criticality="high")]
+    assert cards_for(call, "BAC-ALLERGY", allergies=both) == ["critical"]
+
+
+def test_bipolar_in_remission_stays_a_warning(call):
+    # F31.75: bipolar disorder, in full remission, most recent episode depressed.
+    bipolar_remission = (ICD10, "F31.75", "Bipolar disorder, in full remission")
+    assert cards_for(call, "BAC-NEUROPSYCH", [condition("c1", bipolar_remission)]) == ["warning"]

@@ -110,3 +110,83 @@ def test_switch_on_order_sign_gives_one_card_on_the_stop(call):
     cards = taper_cards(call, stop_body(current, extra_drafts=[tizanidine]))
     assert len(cards) == 1
     assert "MedicationRequest/b1" in cards[0]["detail"]
+
+
+def _qhs(rid, dose_mg, status="active"):
+    order = med_request(rid, status=status, dose_mg=dose_mg, per_day=1)
+    return order
+
+
+def test_cut_of_one_of_two_orders_tapers_that_order_only_and_never_above_it(call):
+    tid = med_request("b1", status="active", dose_mg=20, per_day=3)  # 60
+    bedtime = _qhs("b2", 10)  # + 10 = 70
+    revised = med_request("b1", status="active", dose_mg=5, per_day=3)  # 15 + 10 = 25
+    body = hook_request([revised], hook="order-sign", conditions=RECORD, medications=[tid, bedtime])
+    cards = taper_cards(call, body)
+    assert [c["indicator"] for c in cards] == ["warning"]
+    taper = cards[0]["suggestions"][0]["actions"][0]["resource"]
+    doses = [line["doseAndRate"][0]["doseQuantity"]["value"] for line in taper["dosageInstruction"]]
+    assert doses[0] < 20  # the first step is below the order's own current dose
+    assert doses == sorted(doses, reverse=True)
+    assert doses[-1] == 5  # and it ends on the prescriber's new dose
+    assert daily_dose(taper).mg_per_day + 10 < 70  # never more than the patient took before
+
+
+def test_stopping_a_low_dose_still_gets_a_real_step(call):
+    current = _qhs("b1", 5)  # 5 mg/day
+    cards = taper_cards(call, stop_body(current))
+    assert [c["indicator"] for c in cards] == ["warning"]
+    taper = cards[0]["suggestions"][0]["actions"][0]["resource"]
+    assert taper["dosageInstruction"], "a taper always has a dosage"
+    assert taper["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 2.5
+    assert "; then stop" in cards[0]["detail"] and "Taper**: ;" not in cards[0]["detail"]
+
+
+def test_partial_stop_leaving_most_of_the_dose_is_quiet(call):
+    tid = med_request("b1", status="active", dose_mg=20, per_day=3)  # 60 continues
+    bedtime = _qhs("b2", 10)
+    body = hook_request(
+        [dict(bedtime, status="stopped")],
+        hook="order-sign",
+        conditions=RECORD,
+        medications=[tid, bedtime],
+    )
+    assert taper_cards(call, body) == []
+
+
+def test_partial_stop_leaving_less_than_half_warns(call):
+    small = _qhs("b1", 10)
+    big = med_request("b2", status="active", dose_mg=20, per_day=3)  # stopping 60 of 70
+    body = hook_request(
+        [dict(big, status="stopped")],
+        hook="order-sign",
+        conditions=RECORD,
+        medications=[small, big],
+    )
+    assert [c["indicator"] for c in taper_cards(call, body)] == ["warning"]
+
+
+def test_putting_an_active_order_on_hold_is_a_stop(call):
+    current = med_request("b1", status="active", dose_mg=20, per_day=3)
+    body = hook_request(
+        [dict(current, status="on-hold")],
+        hook="order-sign",
+        conditions=RECORD,
+        medications=[current],
+    )
+    assert [c["indicator"] for c in taper_cards(call, body)] == ["warning"]
+
+
+def test_switch_while_intrathecal_baclofen_stops_is_critical(call):
+    current = med_request(
+        "b1", BACLOFEN_IT, status="active", dose_mg=0.2, per_day=1, route="intrathecal"
+    )
+    tizanidine = med_request("t1", TIZANIDINE_4_TAB, dose_mg=2, per_day=3)
+    body = hook_request(
+        [tizanidine, dict(current, status="stopped")],
+        selections=["MedicationRequest/t1"],
+        conditions=RECORD,
+        medications=[current],
+    )
+    cards = taper_cards(call, body)
+    assert [c["indicator"] for c in cards] == ["critical"]

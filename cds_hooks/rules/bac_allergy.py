@@ -17,35 +17,42 @@ from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of, status_cod
 RULE_ID = "BAC-ALLERGY"
 NEEDS = ("allergies",)
 TRIGGERS = ("drug/baclofen",)
-INACTIVE = ("inactive", "resolved")
 
 
 def evaluate(ctx) -> Iterator[Finding]:
-    allergen = ctx.settings.keys("allergen")
+    allergen = set(ctx.settings.keys("allergen"))
     terminology = ctx.knowledge.terminology
     excluded = ctx.knowledge.data_setting("excluded_verification_statuses")
+    inactive = ctx.knowledge.data_setting("inactive_allergy_statuses")
     allergies = []
     for allergy in ctx.record.allergies:
-        if status_code(allergy, "clinicalStatus") in INACTIVE:
+        if status_code(allergy, "clinicalStatus") in inactive:
             continue
         if status_code(allergy, "verificationStatus") in excluded:
             continue
         code = allergy.get("code")
         keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))
-        if keys & set(allergen):
+        if keys & allergen:
             allergies.append(allergy)
     if not allergies:
         return
-    described = [_describe(a) for a in allergies]
+    # A true allergy outranks an intolerance (type intolerance, or low criticality) on record.
+    true_allergies = [a for a in allergies if not _intolerance(a)]
+    card = "allergy" if true_allergies else "intolerance"
+    described = [_describe(a) for a in (true_allergies or allergies)]
     for order in ctx.targets("drug/baclofen"):
         yield Finding(
             RULE_ID,
-            "allergy",
+            card,
             order.ref,
             {"order": order.label(), "allergy": described[0]},
             (f"Order: {order.label()}", *(f"AllergyIntolerance: {d}" for d in described)),
             (suggestions.cancel(order),),
         )
+
+
+def _intolerance(allergy) -> bool:
+    return allergy.get("type") == "intolerance" or allergy.get("criticality") == "low"
 
 
 def _describe(allergy) -> str:

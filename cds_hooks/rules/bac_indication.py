@@ -25,8 +25,9 @@ TRIGGERS = ("drug/baclofen",)
 
 def evaluate(ctx) -> Iterator[Finding]:
     labelled = set(ctx.settings.keys("labelled"))
-    off_label = set(ctx.settings.keys("off_label"))
-    terminology = ctx.knowledge.terminology
+    not_established = set(ctx.settings.keys("not_established"))
+    not_indicated = set(ctx.settings.keys("not_indicated"))
+    off_label = not_established | not_indicated
     for order in ctx.targets("drug/baclofen"):
         if order.intrathecal:
             continue
@@ -36,26 +37,35 @@ def evaluate(ctx) -> Iterator[Finding]:
         off_reason = next(((name, keys) for name, keys in reasons if keys & off_label), None)
         if off_reason:
             name, keys = off_reason
+            kind = "not_indicated" if keys & not_indicated else "off_label"
             yield Finding(
                 RULE_ID,
-                "off_label_reason",
+                f"{kind}_reason",
                 order.ref,
-                {**facts, "condition": _category(keys & off_label, terminology, name)},
+                {**facts, "condition": name},
                 (f"Order: {order.label()}", f"Order reason: {name}"),
                 cancel,
             )
             continue
         if any(keys & labelled for _name, keys in reasons) or ctx.record.conditions_in(labelled):
             continue
-        off_conditions = ctx.record.conditions_in(off_label)
+        # Efficacy-not-established conditions first: the stronger reason to reconsider.
+        off_conditions = ctx.record.conditions_in(not_established) or ctx.record.conditions_in(
+            not_indicated
+        )
         if off_conditions:
             first = off_conditions[0]
+            kind = "off_label" if first.keys & not_established else "not_indicated"
+            evidence = (
+                f"Order: {order.label()}",
+                *(c.label() for c in ctx.record.conditions_in(off_label)),
+            )
             yield Finding(
                 RULE_ID,
-                "off_label_condition",
+                f"{kind}_condition",
                 order.ref,
-                {**facts, "condition": _category(first.keys & off_label, terminology, first.name)},
-                (f"Order: {order.label()}", *(c.label() for c in off_conditions)),
+                {**facts, "condition": first.name},
+                evidence,
                 cancel,
             )
         elif not reasons:
@@ -71,8 +81,3 @@ def _reasons(order, ctx) -> Iterator[tuple[str, frozenset[str]]]:
         cond = ctx.record.condition_index.get(reference(ref) or "")
         if cond is not None:
             yield cond.name, cond.keys
-
-
-def _category(keys: set[str] | frozenset[str], terminology, fallback: str) -> str:
-    """A stable, readable name for the summary: the value set's title, else the record's name."""
-    return terminology.title(sorted(keys)[0]).lower() if keys else fallback

@@ -20,9 +20,14 @@ TRIGGERS = ("drug/baclofen",)
 
 def evaluate(ctx) -> Iterator[Finding]:
     remission = set(ctx.settings.keys("remission"))
+    downgradable = set(ctx.settings.keys("downgraded_by_remission"))
+    serious_keys = set(ctx.settings.keys("serious"))
     in_remission = ctx.record.conditions_in(remission)
+    # Remission downgrades depression only: bipolar disorder or psychosis stays a warning.
     serious = [
-        c for c in ctx.record.conditions_in(ctx.settings.keys("serious")) if not c.keys & remission
+        c
+        for c in ctx.record.conditions_in(serious_keys)
+        if not (c.keys & remission and c.keys & serious_keys <= downgradable)
     ]
     found, card = (serious, "serious") if serious else (in_remission, "remission")
     if not found:
@@ -32,6 +37,6 @@ def evaluate(ctx) -> Iterator[Finding]:
             RULE_ID,
             card,
             order.ref,
-            {"order": order.label(), "condition": found[0].name.lower()},
+            {"order": order.label(), "condition": found[0].name},
             (f"Order: {order.label()}", *(c.label() for c in found)),
         )
