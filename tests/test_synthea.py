@@ -67,5 +67,6 @@ def test_baclofen_draft_gives_only_justified_cards(call, knowledge, path):
     conditions = [e["resource"] for e in request["prefetch"]["conditions"]["entry"]]
     for card in body["cards"]:
         if card["source"]["topic"]["code"] == "BAC-INDICATION" and card["indicator"] == "warning":
-            off_label = set(knowledge.rule("BAC-INDICATION").keys("off_label"))
+            rule = knowledge.rule("BAC-INDICATION")
+            off_label = set(rule.keys("not_established")) | set(rule.keys("not_indicated"))
             assert any(terminology.keys_for_concept(c.get("code")) & off_label for c in conditions)

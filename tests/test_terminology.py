@@ -375,3 +375,119 @@ def test_build_removes_stale_files_only(tmp_path, capsys):
     capsys.readouterr()
     assert not (tmp_path / "drug.gone.json").exists()
     assert (tmp_path / "README.json").exists()
+
+
+# -- curated exclusions (tools/valueset_additions.json, clinical review) ---------------------
+
+ANTICOAGULANTS = "drug-group/anticoagulants"
+CYP1A2_STRONG = "drug-group/cyp1a2-inhibitors-strong-contraindicated-with-tizanidine"
+COAGULOPATHY = "condition/coagulopathy-bleeding-disorder"
+SCOLIOSIS = "condition/scoliosis-severe-spinal-deformity"
+SPINAL_CORD = "condition/spinal-cord-injury-or-disease"
+REMISSION = "condition/depression-in-remission"
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "key", "member"),
+    [
+        # brand names do not say the form: Lioresal was also an oral tablet brand
+        (RXNORM, "202996", BACLOFEN_IT, False),
+        (RXNORM, "1047432", BACLOFEN_IT, False),
+        (RXNORM, "202996", BACLOFEN, True),
+        (RXNORM, "805679", BACLOFEN_IT, True),  # Lioresal intrathecal injection (SBD)
+        (RXNORM, "2201573", BACLOFEN_ORAL, True),  # Ozobax: an oral-only brand
+        # heparin flushes and catheter locks are not anticoagulant therapy
+        (RXNORM, "1362060", ANTICOAGULANTS, False),  # 2 mL of 100 units/mL flush syringe
+        (RXNORM, "1658692", ANTICOAGULANTS, False),  # 500 mL of 2 units/mL
+        (RXNORM, "2670463", ANTICOAGULANTS, False),  # Defencath catheter lock
+        (RXNORM, "2670461", "drug/heparin", False),
+        (RXNORM, "1658717", ANTICOAGULANTS, True),  # 25,000 units in 250 mL premix
+        (RXNORM, "1659195", ANTICOAGULANTS, True),  # 25,000 units in 500 mL premix
+        (RXNORM, "1658659", ANTICOAGULANTS, True),  # 1,000 units/mL vial
+        # thrombophilias are not bleeding disorders; the D68/D69 headings no longer catch them
+        (ICD10CM, "D68.51", COAGULOPATHY, False),
+        (ICD10CM, "D68.61", COAGULOPATHY, False),
+        (ICD10CM, "D68.5", COAGULOPATHY, False),
+        (ICD10CM, "D69.0", COAGULOPATHY, False),
+        (ICD10CM, "D68.0", COAGULOPATHY, True),
+        (ICD10CM, "D68.311", COAGULOPATHY, True),
+        (ICD10CM, "D69.3", COAGULOPATHY, True),
+        # otic and ophthalmic ciprofloxacin: no systemic CYP1A2 inhibition
+        (RXNORM, "309307", CYP1A2_STRONG, False),
+        (RXNORM, "404930", "drug/ciprofloxacin", False),  # Ciprodex
+        (RXNORM, "309309", CYP1A2_STRONG, True),
+        (RXNORM, "203563", CYP1A2_STRONG, True),  # Cipro
+        # postural kyphosis / lordosis are not severe deformities
+        (ICD10CM, "M40.04", SCOLIOSIS, False),
+        (ICD10CM, "M40.46", SCOLIOSIS, False),
+        (ICD10CM, "M40.57", SCOLIOSIS, False),
+        (ICD10CM, "M40.14", SCOLIOSIS, True),
+        (ICD10CM, "M41.125", SCOLIOSIS, True),
+        # paralysis of any cause and cauda equina lesions are not spinal cord disease
+        (ICD10CM, "G82.50", SPINAL_CORD, False),
+        (SNOMED, "275468009", SPINAL_CORD, False),
+        (SNOMED, "123391000119106", SPINAL_CORD, False),
+        (ICD10CM, "G83.4", SPINAL_CORD, False),
+        (ICD10CM, "G36.1", SPINAL_CORD, False),
+        (ICD10CM, "S14.111A", SPINAL_CORD, True),
+        (SNOMED, "441705005", SPINAL_CORD, True),
+        (SNOMED, "698754002", SPINAL_CORD, True),  # curated extension still applied
+        (ICD10CM, "G36.0", SPINAL_CORD, True),
+        (ICD10CM, "Q06.8", SPINAL_CORD, True),
+        # bipolar depression in remission stays a bipolar warning
+        (SNOMED, "67002003", REMISSION, False),
+        (SNOMED, "67002003", "condition/bipolar-disorder", True),
+        (SNOMED, "30605009", REMISSION, True),
+    ],
+)
+def test_curated_exclusions(term, system, code, key, member):
+    assert (key in term.keys_for_coding(system, code)) is member
+
+
+def test_no_bipolar_code_in_depression_in_remission(term):
+    assert not [d for _, _, d in term.codes(REMISSION) if "bipolar" in d.lower()]
+
+
+def test_exclusions_are_recorded_in_descriptions(term):
+    assert "Codes removed: 1047432, 202996." in term.valueset(BACLOFEN_IT)["description"]
+    assert "Member drug/heparin has 7 codes removed" in term.valueset(ANTICOAGULANTS)["description"]
+
+
+ENTRIES = [
+    {"system": RXNORM, "code": "1", "display": "x 100 UNT/ML Flush", "tty": "SCD"},
+    {"system": RXNORM, "code": "2", "display": "Brand", "tty": "BN"},
+    {"system": RXNORM, "code": "3", "display": "x 5000 UNT/ML Injection", "tty": "SCD"},
+]
+
+
+def test_apply_exclusions_selectors():
+    build = _load_build_module()
+    rules = {
+        "exclude": [
+            {"display_pattern": "(?i)flush", "why": "flush"},
+            {"tty": ["BN"], "why": "brand"},
+        ]
+    }
+    kept, records = build.apply_exclusions("drug/x", ENTRIES, rules)
+    assert [e["code"] for e in kept] == ["3"]
+    assert records == [{"why": "flush", "codes": ["1"]}, {"why": "brand", "codes": ["2"]}]
+    # the older form: a plain list of codes with one key-level reason
+    kept, records = build.apply_exclusions("drug/x", ENTRIES, {"exclude": ["3"], "why": "w"})
+    assert [e["code"] for e in kept] == ["1", "2"]
+    assert records == [{"why": "w", "codes": ["3"]}]
+
+
+@pytest.mark.parametrize(
+    ("added", "message"),
+    [
+        ({"exclude": [{"codes": ["9"], "why": "w"}]}, "not in the value set"),
+        ({"exclude": [{"display_pattern": "nothing", "why": "w"}]}, "removes nothing"),
+        ({"exclude": [{"codes": ["1"]}]}, "needs a 'why'"),
+        ({"exclude": ["1"]}, "needs a 'why'"),
+        ({"exclude": [{"why": "w"}]}, "selects nothing"),
+    ],
+)
+def test_apply_exclusions_rejects_stale_or_unexplained_rules(added, message):
+    build = _load_build_module()
+    with pytest.raises(ValueError, match=message):
+        build.apply_exclusions("drug/x", ENTRIES, added)

@@ -9,12 +9,22 @@ TERMINOLOGY_DIR defaults to ``<repo>/../shared/terminology``; the output default
 system then code, fixed dates) so that re-running on unchanged input gives byte-identical files
 and a clean ``git diff``. Every ValueSet is validated with fhir.resources (R4B models) before it
 is written; the service itself reads the files as plain JSON.
+
+Curated changes live in ``tools/valueset_additions.json``, one object per key: ``entries`` adds a
+key the research lacks (or, with ``"extend": true``, appends to one), and ``exclude`` drops codes
+after clinical review. ``exclude`` is a list of rules, each with a ``why`` and one or more
+selectors: ``codes`` (exact codes), ``display_pattern`` (a regular expression searched in the
+display) and ``tty`` (RxNorm term types); a plain list of codes with a key-level ``why`` is also
+accepted. Exclusions apply after entries are added, every rule must remove something, and the
+reason and the removed codes are written into the ValueSet description (and the description of
+any drug group the key is a member of).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -212,7 +222,9 @@ def _description(
     entries: Sequence[Mapping[str, Any]],
     group: Any,
     parent: str | None = None,
+    exclusions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
+    exclusions = exclusions or {}
     parts = [f"{title}. {PROVENANCE}"]
     if parent:
         parts.append(
@@ -240,6 +252,20 @@ def _description(
     unverified = sum(1 for e in entries if e.get("source") == "unverified")
     if unverified:
         parts.append(f"Unverified entries: {unverified}.")
+    # Provenance of what the clinical review took out: the reason and the exact codes.
+    for record in exclusions.get(key, ()):
+        parts.append(
+            f"Curated exclusion (tools/valueset_additions.json): {record['why']} "
+            f"Codes removed: {', '.join(record['codes'])}."
+        )
+    if group:
+        for member in group.get("members", []):
+            removed = sum(len(r["codes"]) for r in exclusions.get(member, ()))
+            if removed:
+                parts.append(
+                    f"Member {member} has {removed} codes removed by curated exclusions (see "
+                    "that ValueSet); they are not in this group either."
+                )
     parts.append(f"Source key: {key}.")
     return " ".join(parts)
 
@@ -248,6 +274,7 @@ def build_valueset(
     key: str,
     codes: Mapping[str, Sequence[Mapping[str, Any]]],
     groups: Mapping[str, Mapping[str, Any]],
+    exclusions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     group = groups.get(key)
     parent = form_subset_of(key, codes)
@@ -269,7 +296,7 @@ def build_valueset(
         "status": "active",
         "date": DATE,
         "publisher": PUBLISHER,
-        "description": _description(key, title, entries, group, parent),
+        "description": _description(key, title, entries, group, parent, exclusions),
         "expansion": {
             "timestamp": TIMESTAMP,
             "total": len(entries),
@@ -302,18 +329,69 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     groups = json.loads((terminology_dir / "groups.json").read_text(encoding="utf-8"))
     # Curated keys the rules need that the shared research does not have (provenance per code).
     additions = json.loads(ADDITIONS.read_text(encoding="utf-8"))
+    exclusions: dict[str, list[dict[str, Any]]] = {}
     for key, added in additions.items():
         if key.startswith("_"):
             continue
         if added.get("extend"):
             codes[key] = [*codes[key], *added["entries"]]
-        elif added.get("exclude"):
-            codes[key] = [e for e in codes[key] if e["code"] not in added["exclude"]]
-        else:
+        elif "entries" in added:
             codes.setdefault(key, added["entries"])
+        # Exclusions apply last, so they can also drop codes a shared or curated list brings.
+        if added.get("exclude"):
+            codes[key], exclusions[key] = apply_exclusions(key, codes[key], added)
     keys = sorted(k for k in codes if k.startswith(INCLUDED_PREFIXES))
     keys += sorted(k for k in groups if k not in codes and k.startswith("drug-group/"))
-    return {key: build_valueset(key, codes, groups) for key in sorted(keys)}
+    return {key: build_valueset(key, codes, groups, exclusions) for key in sorted(keys)}
+
+
+def _exclusion_rules(key: str, added: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The `exclude` list as rules; a plain list of codes is one rule with the key's `why`."""
+    rules = added["exclude"]
+    if all(isinstance(r, str) for r in rules):
+        rules = [{"codes": rules, "why": added.get("why")}]
+    for rule in rules:
+        if not isinstance(rule, Mapping) or not rule.get("why"):
+            raise ValueError(f"{key}: every exclusion needs a 'why': {rule!r}")
+        if not {"codes", "display_pattern", "tty"} & rule.keys():
+            raise ValueError(f"{key}: exclusion selects nothing: {rule!r}")
+    return rules
+
+
+def apply_exclusions(
+    key: str, entries: Sequence[Mapping[str, Any]], added: Mapping[str, Any]
+) -> tuple[list[Mapping[str, Any]], list[dict[str, Any]]]:
+    """Drop the entries each rule selects (by code, display regex or RxNorm TTY).
+
+    Returns the kept entries and, per rule, its `why` and the codes it removed (for the
+    description). A rule that removes nothing, or names a code the key does not have, is an
+    error: after a terminology refresh a stale or mistyped exclusion must be looked at, not
+    silently ignored.
+    """
+    kept = list(entries)
+    records = []
+    for rule in _exclusion_rules(key, added):
+        listed = {c.strip() for c in rule.get("codes", ())}
+        missing = sorted(listed - {e["code"].strip() for e in kept})
+        if missing:
+            raise ValueError(f"{key}: excluded codes not in the value set: {missing}")
+        pattern = re.compile(rule["display_pattern"]) if rule.get("display_pattern") else None
+        ttys = frozenset(rule.get("tty", ()))
+
+        def selected(e: Mapping[str, Any], listed=listed, pattern=pattern, ttys=ttys) -> bool:
+            return (
+                e["code"].strip() in listed
+                or (pattern is not None and pattern.search(e["display"]) is not None)
+                or (e.get("tty") in ttys)
+            )
+
+        removed = [e for e in kept if selected(e)]
+        if not removed:
+            raise ValueError(f"{key}: exclusion removes nothing: {rule!r}")
+        kept = [e for e in kept if not selected(e)]
+        codes = sorted({e["code"].strip() for e in removed})
+        records.append({"why": rule["why"], "codes": codes})
+    return kept, records
 
 
 def write_all(valuesets: Mapping[str, Mapping[str, Any]], out_dir: Path) -> list[Path]:
