@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import pytest
 
 from tests.factories import (
@@ -80,6 +82,165 @@ def pregnancy_status(answer_code, display, date="2026-11-01", status="final"):
 )
 def test_pregnancy(call, conditions, observations, expected):
     assert cards_for(call, "BAC-PREGNANCY", conditions, observations) == expected
+
+
+def days_ago(days):
+    """A date `days` before the test clock (tests/conftest.py NOW, 2026-11-21)."""
+    return (date(2026, 11, 21) - timedelta(days=days)).isoformat()
+
+
+def pregnancy_test(oid, days, *, answer=None, hcg=None, unit="m[IU]/mL", comparator=None):
+    """A urine hCG test answered with a code, or a serum hCG with a quantity."""
+    code = ("2106-3", "Choriogonadotropin (pregnancy test) [Presence] in Urine")
+    if hcg is not None:
+        code = ("83086-9", "Choriogonadotropin [Units/volume] in Serum or Plasma by Immunoassay")
+    resource = {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "code": {"coding": [{"system": LOINC, "code": code[0], "display": code[1]}]},
+        "effectiveDateTime": days_ago(days),
+    }
+    if answer is not None:
+        resource["valueCodeableConcept"] = {
+            "coding": [{"system": SNOMED, "code": answer[0], "display": answer[1]}]
+        }
+    if hcg is not None:
+        quantity = {"value": hcg, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+        if comparator:
+            quantity["comparator"] = comparator
+        resource["valueQuantity"] = quantity
+    return resource
+
+
+POSITIVE = ("10828004", "Positive")
+NEGATIVE = ("260385009", "Negative")
+
+
+@pytest.mark.parametrize(
+    ("observations", "expected"),
+    [
+        # The latest conclusive observation wins, whichever order the EHR sends them in.
+        ([pregnancy_test("t1", 204, answer=POSITIVE)], ["warning"]),
+        (
+            [
+                pregnancy_test("t1", 204, answer=POSITIVE),
+                pregnancy_test("t2", 2, answer=NEGATIVE),
+            ],
+            [],
+        ),
+        (
+            [
+                pregnancy_test("t2", 2, answer=NEGATIVE),
+                pregnancy_test("t1", 204, answer=POSITIVE),
+            ],
+            [],
+        ),
+        (
+            [
+                pregnancy_test("t1", 204, answer=NEGATIVE),
+                pregnancy_test("t2", 2, answer=POSITIVE),
+            ],
+            ["warning"],
+        ),
+        # Status and test share one timeline.
+        (
+            [
+                pregnancy_status("LA15173-0", "Pregnant", date=days_ago(60)),
+                pregnancy_test("t2", 2, answer=NEGATIVE),
+            ],
+            [],
+        ),
+        (
+            [
+                pregnancy_test("t1", 60, answer=NEGATIVE),
+                pregnancy_status("LA15173-0", "Pregnant", date=days_ago(2)),
+            ],
+            ["warning"],
+        ),
+        (
+            [
+                pregnancy_test("t1", 60, answer=POSITIVE),
+                pregnancy_status("LA26683-5", "Not pregnant", date=days_ago(2)),
+            ],
+            [],
+        ),
+        # An inconclusive later answer (Unknown) does not hide an earlier positive one.
+        (
+            [
+                pregnancy_test("t1", 60, answer=POSITIVE),
+                pregnancy_status("LA4489-6", "Unknown", date=days_ago(2)),
+            ],
+            ["warning"],
+        ),
+        # Same day, one positive and one negative: the positive one wins.
+        (
+            [
+                pregnancy_test("t1", 2, answer=NEGATIVE),
+                pregnancy_test("t2", 2, answer=POSITIVE),
+            ],
+            ["warning"],
+        ),
+    ],
+)
+def test_pregnancy_latest_observation_wins(call, observations, expected):
+    assert cards_for(call, "BAC-PREGNANCY", observations=observations) == expected
+
+
+@pytest.mark.parametrize(
+    ("hcg", "unit", "comparator", "expected"),
+    [
+        (25.1, "m[IU]/mL", None, ["warning"]),
+        (25, "m[IU]/mL", None, []),  # at the cut-off: not above it
+        (1200, "IU/L", None, ["warning"]),  # 1 IU/L = 1 mIU/mL
+        (30, "mIU/mL", None, ["warning"]),
+        (30, "pmol/L", None, []),  # a moles unit is not converted: no guess
+        (25, "m[IU]/mL", ">", ["warning"]),  # "> 25"
+        (5, "m[IU]/mL", ">", []),  # "> 5" may be anything above 5
+        (2, "m[IU]/mL", None, []),
+    ],
+)
+def test_pregnancy_quantitative_hcg(call, hcg, unit, comparator, expected):
+    observations = [pregnancy_test("h1", 3, hcg=hcg, unit=unit, comparator=comparator)]
+    assert cards_for(call, "BAC-PREGNANCY", observations=observations) == expected
+
+
+@pytest.mark.parametrize(
+    ("later", "expected"),
+    [
+        ({"hcg": 2}, []),  # below 5 mIU/mL: negative, hides the earlier positive
+        ({"hcg": 5, "comparator": "<"}, []),
+        ({"hcg": 12}, ["warning"]),  # equivocal 5-25: the earlier positive still stands
+        ({"hcg": 50, "comparator": "<"}, ["warning"]),  # "< 50" may be anything below 50
+        ({"hcg": 4, "unit": "ng/mL"}, ["warning"]),  # unit not read: no verdict
+    ],
+)
+def test_pregnancy_quantitative_hcg_after_a_positive_test(call, later, expected):
+    observations = [
+        pregnancy_test("t1", 100, answer=POSITIVE),
+        pregnancy_test("h2", 2, **later),
+    ]
+    assert cards_for(call, "BAC-PREGNANCY", observations=observations) == expected
+
+
+def test_pregnancy_card_names_the_quantitative_result(call):
+    body = hook_request(
+        [med_request("d1", dose_mg=5, per_day=3)],
+        conditions=[condition("c0", MS)],
+        medications=[PRIOR],
+        observations=[pregnancy_test("h1", 3, hcg=1200, unit="IU/L")],
+    )
+    status, answer = call(body)
+    assert status == 200
+    (card,) = [c for c in answer["cards"] if c["source"]["topic"]["code"] == "BAC-PREGNANCY"]
+    assert f"= 1200 IU/L (Observation/h1, {days_ago(3)})" in card["detail"]
+
+
+def test_pregnancy_condition_warns_even_after_a_negative_test(call):
+    observations = [pregnancy_test("t2", 2, answer=NEGATIVE)]
+    conditions = [condition("c1", PREGNANT)]
+    assert cards_for(call, "BAC-PREGNANCY", conditions, observations) == ["warning"]
 
 
 def allergy(

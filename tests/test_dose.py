@@ -77,7 +77,10 @@ def mg_per_day(request, strength=None):
         (every(1, 1440, "min"), 10.0),
         (every(14, 1, "wk"), 20.0),
         ({"repeat": {"frequencyMax": 4, "period": 1, "periodUnit": "d"}}, 40.0),
-        ({"repeat": {"frequency": 2, "frequencyMax": 4, "period": 1, "periodUnit": "d"}}, 20.0),
+        # "2 to 4 times a day": the maximum counts for dose limits.
+        ({"repeat": {"frequency": 2, "frequencyMax": 4, "period": 1, "periodUnit": "d"}}, 40.0),
+        # frequencyMax below frequency is a data error: the larger figure, never the smaller.
+        ({"repeat": {"frequency": 3, "frequencyMax": 2, "period": 1, "periodUnit": "d"}}, 30.0),
         ({"repeat": {"when": ["MORN", "NIGHT"]}}, 20.0),
         ({"repeat": {"timeOfDay": ["08:00:00", "14:00:00", "20:00:00"]}}, 30.0),
         ({"repeat": {"count": 1}}, 10.0),  # one-off bolus, no dosage text
@@ -89,6 +92,33 @@ def test_frequency(timing, expected):
     assert isinstance(result, Dose), result
     assert result.mg_per_day == expected
     assert result.max_single_mg == 10.0
+
+
+def test_frequency_max_counts_and_the_basis_says_so():
+    """ "3 to 5 times a day" 20 mg is 100 mg/day for a dose limit, not 60."""
+    timing = {"repeat": {"frequency": 3, "frequencyMax": 5, "period": 1, "periodUnit": "d"}}
+    result = daily_dose(mr(dosage(qty(20), timing)))
+    assert result == Dose(
+        100.0,
+        20.0,
+        "20 mg 3 to 5 times a day, counted at the maximum (frequencyMax 5) = 100 mg/day",
+    )
+    only_max = {"repeat": {"frequencyMax": 2, "period": 12, "periodUnit": "h"}}
+    result = daily_dose(mr(dosage(qty(10), only_max)))
+    assert result.mg_per_day == 40.0
+    assert result.basis == (
+        "10 mg up to 2 times every 12 h, counted at the maximum (frequencyMax 2) = 40 mg/day"
+    )
+    same = {"repeat": {"frequency": 3, "frequencyMax": 3, "period": 1, "periodUnit": "d"}}
+    assert daily_dose(mr(dosage(qty(10), same))).basis == "10 mg 3 times a day = 30 mg/day"
+
+
+@pytest.mark.parametrize("field", ["frequency", "frequencyMax"])
+def test_non_positive_frequency_or_maximum_is_unknown(field):
+    repeat = {"frequency": 3, "frequencyMax": 5, "period": 1, "periodUnit": "d", field: 0}
+    result = daily_dose(mr(dosage(qty(10), {"repeat": repeat})))
+    assert isinstance(result, DoseUnknown)
+    assert "not positive" in result.reason
 
 
 def test_basis_explains_the_figure():

@@ -48,6 +48,12 @@ VON_WILLEBRAND = (ICD10, "D68.0", "Von Willebrand disease")
 INR = ("6301-6", "INR in Platelet poor plasma by Coagulation assay")
 PLATELETS = ("777-3", "Platelets [#/volume] in Blood by Automated count")
 PRIOR_ORAL = med_request("prior-oral", status="completed", authoredOn="2025-06-10")
+RECENT_ONSET = "2026-11-15"  # six days before the test clock (tests/conftest.py NOW)
+
+
+def infection(cid: str, code: tuple[str, str, str], **kwargs: Any) -> dict[str, Any]:
+    """An infection Condition with a recent onset (the factory default, 2024, is an old one)."""
+    return condition(cid, code, **{"onset": RECENT_ONSET, **kwargs})
 
 
 def itb_order(rid: str = "itb", **extra: Any) -> dict[str, Any]:
@@ -335,7 +341,7 @@ def test_p2y12_antiplatelet_counts_only_with_the_setting(call_with, include, exp
     ],
 )
 def test_infection(call, code, clinical, where, expected):
-    cards = itb_cards(call, body(conditions=[condition("c-inf", code, clinical=clinical)]))
+    cards = itb_cards(call, body(conditions=[infection("c-inf", code, clinical=clinical)]))
     assert [c["indicator"] for c in cards] == expected
     if where:
         assert f"({where})" in cards[0]["detail"]
@@ -343,8 +349,76 @@ def test_infection(call, code, clinical, where, expected):
 
 
 def test_refuted_sepsis_gives_no_card(call):
-    request = body(conditions=[condition("c-inf", SEPSIS, verification="refuted")])
+    request = body(conditions=[infection("c-inf", SEPSIS, verification="refuted")])
     assert indicators(call, request) == []
+
+
+@pytest.mark.parametrize(
+    ("onset", "expected"),
+    [
+        ("2026-08-23", "critical"),  # 90 days before 2026-11-21: still recent
+        ("2026-08-22", "warning"),  # 91 days
+        ("2019-04-02", "warning"),
+    ],
+)
+@pytest.mark.parametrize("code", [SEPSIS, MENINGITIS])
+def test_acute_infection_active_for_long_is_a_warning_to_confirm(call, code, onset, expected):
+    cards = itb_cards(call, body(conditions=[infection("c-inf", code, onset=onset)]))
+    assert [c["indicator"] for c in cards] == [expected]
+    if expected == "warning":
+        assert cards[0]["summary"] == (
+            f"Intrathecal baclofen: {code[2]} recorded as active since {onset}; "
+            "confirm it has resolved"
+        )
+        assert "**Confirm it has resolved**" in cards[0]["detail"]
+        assert cards[0]["overrideReasons"]
+    else:
+        assert "precludes catheter insertion" in cards[0]["summary"]
+
+
+def _dated(onset_field: dict[str, Any]) -> dict[str, Any]:
+    resource = infection("c-inf", SEPSIS)
+    del resource["onsetDateTime"]
+    return {**resource, **onset_field}
+
+
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        ({"onsetPeriod": {"start": "2020-01-05", "end": "2026-11-20"}}, ["warning"]),
+        ({"recordedDate": "2021-06-01"}, ["warning"]),  # no onset: the recorded date
+        ({"recordedDate": "2026-11-19"}, ["critical"]),
+        ({}, ["critical"]),  # undated: never a guess, the infection may be current
+        ({"onsetString": "years ago"}, ["critical"]),
+    ],
+)
+def test_infection_age_from_onset_else_recorded_date(call, dates, expected):
+    assert indicators(call, body(conditions=[_dated(dates)])) == expected
+
+
+def test_a_recent_infection_keeps_the_card_critical_next_to_an_old_one(call):
+    request = body(
+        conditions=[
+            infection("c-old", SEPSIS, onset="2019-04-02"),
+            infection("c-new", MENINGITIS),
+        ]
+    )
+    cards = itb_cards(call, request)
+    assert [c["indicator"] for c in cards] == ["critical"]
+    assert "Sepsis" in cards[0]["detail"]
+    assert "Pneumococcal meningitis" in cards[0]["detail"]
+
+
+def test_a_local_infection_is_not_aged(call):
+    request = body(conditions=[infection("c-inf", BACK_CELLULITIS, onset="2019-04-02")])
+    assert indicators(call, request) == ["critical"]
+
+
+@pytest.mark.parametrize(("days", "expected"), [(3650, ["critical"]), (30, ["warning"])])
+def test_acute_infection_max_age_is_a_setting(call_with, days, expected):
+    request = body(conditions=[infection("c-inf", SEPSIS, onset="2026-09-01")])
+    cards = call_with(request, acute_infection_max_age_days=days)
+    assert [c["indicator"] for c in cards] == expected
 
 
 # --- spinal abnormality -----------------------------------------------------------------------
@@ -369,7 +443,7 @@ def test_every_category_at_once_gives_one_card_each_in_order(call):
     warfarin = med_request("warf", WARFARIN, dose_mg=5, per_day=1, status="active")
     request = body(
         medications=[warfarin],
-        conditions=[condition("c-inf", SEPSIS), condition("c-spine", SPINA_BIFIDA)],
+        conditions=[infection("c-inf", SEPSIS), condition("c-spine", SPINA_BIFIDA)],
         observations=[observation("plt", PLATELETS, 30, "10*9/L")],
     )
     cards = itb_cards(call, request)
@@ -389,7 +463,7 @@ def test_oral_baclofen_for_the_same_patient_gets_no_itb_card(call):
     request = body(
         oral,
         medications=[warfarin],
-        conditions=[condition("c-inf", SEPSIS), condition("c-spine", SPINA_BIFIDA)],
+        conditions=[infection("c-inf", SEPSIS), condition("c-spine", SPINA_BIFIDA)],
     )
     status, answer = call(request)
     assert status == 200
@@ -398,12 +472,12 @@ def test_oral_baclofen_for_the_same_patient_gets_no_itb_card(call):
 
 def test_oral_product_given_intrathecally_counts_as_itb(call):
     order = med_request("itb", BACLOFEN_10_TAB, dose_mg=0.05, per_day=1, route="intrathecal")
-    assert indicators(call, body(order, conditions=[condition("c-inf", SEPSIS)])) == ["critical"]
+    assert indicators(call, body(order, conditions=[infection("c-inf", SEPSIS)])) == ["critical"]
 
 
 def test_text_only_lioresal_intrathecal_order_is_checked_and_says_so(call):
     order = med_request("itb", None, text="Lioresal Intrathecal", dose_mg=0.05, per_day=1)
-    cards = itb_cards(call, body(order, conditions=[condition("c-inf", SEPSIS)]))
+    cards = itb_cards(call, body(order, conditions=[infection("c-inf", SEPSIS)]))
     assert [c["indicator"] for c in cards] == ["critical"]
     assert (
         "Lioresal Intrathecal (MedicationRequest/itb) (identified by name only)"
@@ -413,7 +487,7 @@ def test_text_only_lioresal_intrathecal_order_is_checked_and_says_so(call):
 
 def test_a_stopped_itb_order_is_not_an_insertion(call):
     order = itb_order(status="stopped")
-    request = body(order, conditions=[condition("c-inf", SEPSIS)], hook="order-sign")
+    request = body(order, conditions=[infection("c-inf", SEPSIS)], hook="order-sign")
     assert indicators(call, request) == []
 
 
@@ -421,6 +495,27 @@ def test_established_pump_refill_is_not_an_insertion(call):
     pump = itb_order("pump", status="active", authoredOn="2025-01-10")
     warfarin = med_request("warf", WARFARIN, dose_mg=5, per_day=1, status="active")
     assert indicators(call, body(medications=[pump, warfarin])) == []
+
+
+@pytest.mark.parametrize("status", ["draft", "active"])
+def test_the_itb_draft_echoed_in_the_medications_search_is_not_a_pump(call, status):
+    """EHRs return the draft itself in their MedicationRequest search: it must not silence
+    the checks on itself."""
+    apixaban = med_request("apix", APIXABAN, dose_mg=5, per_day=2, status="active")
+    echoed = itb_order(status=status)  # same id as the draft, MedicationRequest/itb
+    assert indicators(call, body(itb_order(), medications=[echoed, apixaban])) == ["critical"]
+
+
+def test_another_sessions_itb_draft_on_record_is_not_a_pump(call):
+    apixaban = med_request("apix", APIXABAN, dose_mg=5, per_day=2, status="active")
+    other = itb_order("itb-other-session", status="draft", authoredOn="2026-11-20")
+    assert indicators(call, body(medications=[other, apixaban])) == ["critical"]
+
+
+def test_an_on_hold_pump_is_established(call):
+    pump = itb_order("pump", status="on-hold", authoredOn="2025-01-10")
+    apixaban = med_request("apix", APIXABAN, dose_mg=5, per_day=2, status="active")
+    assert indicators(call, body(medications=[pump, apixaban])) == []
 
 
 def test_completed_screening_bolus_does_not_make_a_pump(call):
@@ -441,7 +536,7 @@ def test_established_pump_setting_off_checks_refills_too(call_with):
 _ITB_BODY = body(
     itb_order(),
     medications=[med_request("warf", WARFARIN, dose_mg=5, per_day=1, status="active")],
-    conditions=[condition("c-inf", SEPSIS), condition("c-spine", SPINA_BIFIDA)],
+    conditions=[infection("c-inf", SEPSIS), condition("c-spine", SPINA_BIFIDA)],
     observations=[
         observation("inr", INR, 2.0, "{INR}"),
         observation("plt", PLATELETS, 30, "10*3/uL", comparator="<"),

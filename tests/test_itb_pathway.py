@@ -197,6 +197,96 @@ def test_a_stopped_itb_order_gets_no_pathway_card(call):
     assert pathway(call, [order], hook="order-sign") == []
 
 
+# --- rate unit error -------------------------------------------------------------------------
+
+
+def rate_order(rate: dict[str, Any], where: str = "rateQuantity") -> dict[str, Any]:
+    """A 50 mcg intrathecal order whose doseAndRate also carries a rate."""
+    order = itb_order()
+    order["dosageInstruction"][0]["doseAndRate"][0][where] = rate
+    return order
+
+
+def qty(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        (qty(1, "mg/d"), ["critical"]),  # 1 mg/day: at the threshold
+        (qty(0.999, "mg/d"), []),
+        (qty(300, "mg/d"), ["critical"]),  # 300 mcg/day written as mg
+        (qty(0.5, "mg/h"), ["critical"]),  # numerator under 1 mg, but 12 mg/day
+        (qty(0.04, "mg/h"), []),  # 0.96 mg/day
+        (qty(2, "mg/(24.h)"), ["critical"]),
+        (qty(5, "mg/wk"), []),  # 0.71 mg/day averaged over the week
+        (qty(0.002, "g/d"), ["critical"]),  # 2 mg/day
+        (qty(5, "mg"), ["critical"]),  # no period in the unit: compared as written
+        (qty(500, "ug/d"), []),  # micrograms are the expected notation
+        (qty(2000, "ug/d"), []),
+        (qty(10, "mL/h"), []),  # a volume rate: concentration not read, never a guess
+        (qty(1, "mg/kg/h"), []),  # not a plain mass over time
+    ],
+)
+def test_intrathecal_rate_quantity_unit_error(call, rate, expected):
+    cards = pathway(call, [rate_order(rate)], medications=[prior("p1")])
+    assert indicators(cards) == expected
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "expected"),
+    [
+        (qty(5, "mg"), {"value": 1, "unit": "day", "code": "d"}, ["critical"]),
+        (qty(0.5, "mg"), {"value": 1, "unit": "hour", "code": "h"}, ["critical"]),
+        (qty(0.9, "mg"), {"value": 1, "unit": "day", "code": "d"}, []),
+        (qty(20, "mg"), {"value": 30, "unit": "days", "code": "d"}, []),  # 0.67 mg/day
+        (qty(500, "ug"), {"value": 1, "unit": "day", "code": "d"}, []),
+        (qty(5, "mg"), {"value": 1, "unit": "fortnight"}, []),  # unknown period: no guess
+    ],
+)
+def test_intrathecal_rate_ratio_unit_error(call, numerator, denominator, expected):
+    order = rate_order({"numerator": numerator, "denominator": denominator}, "rateRatio")
+    assert indicators(pathway(call, [order], medications=[prior("p1")])) == expected
+
+
+def test_rate_range_high_is_read(call):
+    order = rate_order({"low": qty(0.5, "mg/d"), "high": qty(2, "mg/d")}, "rateRange")
+    assert indicators(pathway(call, [order], medications=[prior("p1")])) == ["critical"]
+
+
+def test_rate_unit_error_card_names_the_rate_and_the_daily_amount(call):
+    order = rate_order(qty(0.5, "mg/h"))
+    order["dosageInstruction"][0]["text"] = "0.5 mg/h intrathecal infusion"
+    cards = pathway(call, [order], medications=[prior("p1")])
+    assert indicators(cards) == ["critical"]
+    card = cards[0]
+    assert card["summary"] == (
+        "Intrathecal baclofen: rate 0.5 mg/h (12 mg/day) is an oral-size dose, likely a unit error"
+    )
+    assert (
+        '- Dosage line 1: rate 0.5 mg/h (= 12 mg/day) ("0.5 mg/h intrathecal infusion")'
+        in card["detail"]
+    )
+    assert "12000 mcg" in card["detail"]
+    assert card["overrideReasons"]
+    assert card["suggestions"][0]["label"] == "Cancel this intrathecal baclofen order"
+
+
+def test_a_dose_and_a_rate_unit_error_make_one_card(call):
+    order = itb_order(value=50, unit="mg")
+    order["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"] = qty(50, "mg/d")
+    cards = pathway(call, [order], medications=[prior("p1")])
+    assert indicators(cards) == ["critical"]
+    assert cards[0]["summary"].startswith("Intrathecal baclofen: dose 50 mg")
+
+
+def test_stu3_dosage_level_rate_is_read(call):
+    order = itb_order()
+    order["dosageInstruction"][0]["rateQuantity"] = qty(3, "mg/d")
+    assert indicators(pathway(call, [order], medications=[prior("p1")])) == ["critical"]
+
+
 # --- data unavailable -------------------------------------------------------------------------
 
 

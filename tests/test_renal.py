@@ -120,16 +120,60 @@ def test_egfr_with_equation_name():
     assert found.describe() == "eGFR 45 mL/min/1.73m2 (LOINC 98979-8, 2026-09-14)"
 
 
-def test_priority_crcl_over_egfr_over_cockcroft_gault_over_condition():
+def test_newer_egfr_beats_an_older_clearance():
+    """Acute kidney injury: CrCl 80 in January must not hide an eGFR of 20 this week."""
+    january = obs("2164-2", 80, days=250, id_="crcl-jan")
+    this_week = obs("98979-8", 20, "mL/min/{1.73_m2}", days=3, id_="egfr-now")
+    for observations in ([january, this_week], [this_week, january]):
+        found = run(observations)
+        assert (found.kind, found.value_ml_min, found.source) == (
+            "egfr",
+            20.0,
+            "Observation/egfr-now",
+        )
+
+
+def test_newer_clearance_beats_an_older_egfr():
+    egfr = obs("98979-8", 20, "mL/min/{1.73_m2}", days=30)
+    crcl = obs("2164-2", 45, days=2)
+    found = run([egfr, crcl])
+    assert (found.kind, found.value_ml_min) == ("crcl", 45.0)
+
+
+def test_same_day_clearance_wins_over_egfr():
+    # The eGFR is later in the day, and listed first: the day decides, then the clearance.
+    crcl = obs("2164-2", 40, days=2, effectiveDateTime=f"{days_ago(2)}T08:00:00Z")
+    egfr = obs("33914-3", 20, days=2, effectiveDateTime=f"{days_ago(2)}T17:00:00Z")
+    for observations in ([egfr, crcl], [crcl, egfr]):
+        found = run(observations)
+        assert (found.kind, found.value_ml_min) == ("crcl", 40.0)
+
+
+@pytest.mark.parametrize(
+    ("scr_days", "kind"),
+    [
+        (1, "crcl-cockcroft-gault"),  # creatinine newer than every measured value
+        (2, "egfr"),  # same day as the eGFR: the measured value
+        (3, "egfr"),  # older than the eGFR
+    ],
+)
+def test_cockcroft_gault_only_when_newer_than_measured_values(scr_days, kind):
     crcl = obs("2164-2", 40, days=200)
     egfr = obs("33914-3", 20, days=2)
+    scr = obs("2160-0", 2.0, "mg/dL", days=scr_days)
+    weight = obs("29463-7", 70, "kg", days=10)
+    assert run([crcl, egfr, scr, weight], [], MALE_72).kind == kind
+
+
+def test_priority_measured_then_cockcroft_gault_then_condition():
     scr = obs("2160-0", 2.0, "mg/dL", days=3)
     weight = obs("29463-7", 70, "kg", days=3)
     ckd = condition(ICD10CM, "N18.4", "Chronic kidney disease, stage 4 (severe)")
-    everything = [crcl, egfr, scr, weight]
-    assert run(everything, [ckd], MALE_72).kind == "crcl"
-    assert run(everything[1:], [ckd], MALE_72).kind == "egfr"
-    assert run(everything[2:], [ckd], MALE_72).kind == "crcl-cockcroft-gault"
+    assert run([obs("2164-2", 40, days=200), scr, weight], [ckd], MALE_72).kind == (
+        "crcl-cockcroft-gault"
+    )
+    assert run([obs("2164-2", 40, days=3), scr, weight], [ckd], MALE_72).kind == "crcl"
+    assert run([scr, weight], [ckd], MALE_72).kind == "crcl-cockcroft-gault"
     found = run([], [ckd], MALE_72)
     assert (found.kind, found.value_ml_min, found.severe_condition) == ("condition", None, True)
     assert run([], [], MALE_72) is None
@@ -402,3 +446,24 @@ def test_ignores_other_resources_and_garbage():
 def test_age_years(birth, expected):
     assert age_years({"birthDate": birth} if birth else {}, NOW) == expected
     assert age_years(None, NOW) is None
+
+
+def test_status_lists_are_parameters():
+    preliminary = obs("2164-2", 22, status="preliminary")
+    assert run([preliminary]) is not None
+    assert run([preliminary], usable_observation_statuses=["final"]) is None
+    relapse = condition(ICD10CM, "N18.5", clinical="relapse")
+    assert run([], [relapse]) is not None
+    assert run([], [relapse], active_condition_statuses=["active"]) is None
+    provisional = condition(
+        ICD10CM, "N18.5", verificationStatus={"coding": [{"code": "provisional"}]}
+    )
+    assert run([], [provisional]) is not None
+    assert run([], [provisional], excluded_verification_statuses=["provisional"]) is None
+
+
+def test_cockcroft_gault_minimum_age_is_a_parameter():
+    observations = [obs("2160-0", 2.0, "mg/dL"), obs("29463-7", 70, "kg")]
+    aged_17 = {**MALE_72, "birthDate": "2009-01-01"}
+    assert run(observations, [], aged_17) is None
+    assert run(observations, [], aged_17, cockcroft_gault_min_age_years=16) is not None

@@ -95,9 +95,18 @@ def test_egfr_stands_in_and_the_card_says_so(call, value, expected):
         assert "LOINC 98979-8, 2026-11-12" in cards[0]["detail"]
 
 
-def test_measured_clearance_wins_over_a_lower_egfr(call):
+def test_newer_egfr_wins_over_an_older_clearance(call):
     observations = [
         observation("o1", CRCL, 30, when="2026-11-01"),
+        observation("o2", EGFR, 20, "mL/min/{1.73_m2}", when="2026-11-15"),
+    ]
+    body = hook_request([tizanidine()], observations=observations)
+    assert [c["indicator"] for c in renal_cards(call, body)] == ["warning"]
+
+
+def test_same_day_clearance_wins_over_a_lower_egfr(call):
+    observations = [
+        observation("o1", CRCL, 30, when="2026-11-15"),
         observation("o2", EGFR, 20, "mL/min/{1.73_m2}", when="2026-11-15"),
     ]
     assert renal_cards(call, hook_request([tizanidine()], observations=observations)) == []

@@ -6,9 +6,12 @@ How the figure is built (BAC-DOSE / TIZ-DOSE in clinical-rules.md):
   STU3 ``Dosage.doseQuantity``/``doseRange`` and a ``doseAndRate`` object instead of an array
   are read too) in mg, times the administrations per day from ``timing.repeat`` (frequency per
   period in periodUnit; ``when``/``timeOfDay`` count as that many a day when there is no
-  frequency) or from ``timing.code`` (BID, TID, QID, Q6H, ...). ``frequencyMax`` is used only
-  when ``frequency`` is absent. A period longer than a day is averaged over the period, as the
-  CDC opioid MME logic does (cqframework/opioid-cds-r4 ``OpioidCDSCommon.cql`` ``ToDaily``).
+  frequency) or from ``timing.code`` (BID, TID, QID, Q6H, ...). ``frequencyMax`` is used
+  whenever present ("3 to 5 times a day" counts 5 times): the daily maximum is what a dose limit
+  is checked against, and the basis text says the maximum was used. ``period`` (not
+  ``periodMax``) is the period: "every 4 to 6 hours" is at most every 4 hours. A period longer
+  than a day is averaged over the period, as the CDC opioid MME logic does
+  (cqframework/opioid-cds-r4 ``OpioidCDSCommon.cql`` ``ToDaily``).
 * "as needed" lines count at their maximum: ``maxDosePerPeriod`` in mg per day (capped by the
   scheduled frequency when both are given); without a maximum, at the scheduled frequency; with
   neither, the dose is unknown. ``maxDosePerAdministration`` does not change the daily figure.
@@ -249,7 +252,8 @@ def _single_dose(dosage: Mapping, strength: Strength) -> tuple[float, str] | str
     return str(first_reason)
 
 
-def _period_days(value: Any, unit: Any) -> float | None:
+def period_days(value: Any, unit: Any) -> float | None:
+    """Days in `value` `unit` (UCUM time units or plain words: 8 h -> 1/3), or None if unknown."""
     number = _number(value)
     days = _PERIOD_DAYS.get(unit.strip().lower()) if isinstance(unit, str) else None
     if number is None or number <= 0 or days is None:
@@ -259,19 +263,28 @@ def _period_days(value: Any, unit: Any) -> float | None:
 
 def _repeat_per_day(repeat: Mapping) -> tuple[float, str] | str | None:
     """Administrations a day from Timing.repeat; None when it says nothing about frequency."""
-    frequency = _number(repeat.get("frequency"))
-    if frequency is None:
-        frequency = _number(repeat.get("frequencyMax"))
-    if frequency is not None:
-        if frequency <= 0:
-            return f"timing frequency {_fmt(frequency)} is not positive"
+    low = _number(repeat.get("frequency"))
+    high = _number(repeat.get("frequencyMax"))
+    # The maximum counts for dose limits; a frequencyMax below frequency is a data error, and
+    # the larger of the two is the safe reading.
+    given = [f for f in (low, high) if f is not None]
+    if given:
+        if min(given) <= 0:
+            return f"timing frequency {_fmt(min(given))} is not positive"
+        frequency = max(given)
         period_value = repeat.get("period", 1)
         unit = repeat.get("periodUnit")
-        days = _period_days(period_value, unit)
+        days = period_days(period_value, unit)
         if days is None:
             return f"timing period {period_value!r} {unit!r} is not understood"
         period = _fmt(float(period_value))
-        if days == 1:
+        every_period = "a day" if days == 1 else f"every {period} {unit}"
+        if high is not None and frequency == high and low != high:
+            said = f"{_fmt(low)} to {_fmt(high)}" if low is not None else f"up to {_fmt(high)}"
+            words = (
+                f"{said} times {every_period}, counted at the maximum (frequencyMax {_fmt(high)})"
+            )
+        elif days == 1:
             words = "once a day" if frequency == 1 else f"{_fmt(frequency)} times a day"
         elif frequency == 1:
             words = f"every {period} {unit}"
@@ -348,7 +361,7 @@ def _max_per_day(dosage: Mapping, strength: Strength) -> tuple[float, str] | str
         denominator = as_dict(ratio.get("denominator"))
         unit = text(denominator.get("code")) or text(denominator.get("unit"))
         value = denominator.get("value", 1)
-        days = _period_days(value, unit)
+        days = period_days(value, unit)
         if isinstance(numerator, str):
             reason = f"maxDosePerPeriod: {numerator}"
             continue

@@ -1,15 +1,23 @@
 """Kidney function from a patient's Observations and Conditions (pure, no I/O, no clock).
 
-Used by BAC-RENAL and TIZ-RENAL (clinical-rules.md): "creatinine clearance, else eGFR, else a CKD
-stage / dialysis / kidney-failure condition". Creatinine clearance is rarely stored as such
-(terminology README caveat 6), so when no measured CrCl or eGFR is usable it is estimated with
+Used by BAC-RENAL and TIZ-RENAL (clinical-rules.md). Creatinine clearance is rarely stored as such
+(terminology README caveat 6), so when no measured value is as recent it is estimated with
 Cockcroft-Gault from a recent serum creatinine, body weight, age and sex:
 
     CrCl (mL/min) = (140 - age) x weight (kg) / (72 x serum creatinine (mg/dL))  [x 0.85 if female]
 
-Priority: latest usable measured CrCl; else latest usable eGFR; else Cockcroft-Gault; else an active
-CKD stage 4-5 / ESRD / dialysis Condition. The ``dialysis`` flag is set whenever an active dialysis
-Condition exists, whatever the source of the value. Thresholds are the caller's (rule settings).
+Priority, by calendar day (UTC) of the result:
+
+1. the most recent usable measured value, creatinine clearance or eGFR, whichever is newer: an old
+   clearance must not hide a recent eGFR (acute kidney injury). On the same day the creatinine
+   clearance wins (it is what the label thresholds are written in);
+2. a Cockcroft-Gault estimate, only when its serum creatinine is from a later day than every
+   usable measured value (or there is none);
+3. an active CKD stage 4-5 / ESRD / dialysis Condition.
+
+The ``dialysis`` flag is set whenever an active dialysis Condition exists, whatever the source of
+the value. Thresholds, look-backs and the status lists are the caller's (rule settings and
+knowledge/common.json); the defaults here are the same values.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Codes = frozenset[tuple[str, str]]
 
+# Defaults only: the service passes the lists in knowledge/common.json (same values).
 USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
 ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
 EXCLUDED_VERIFICATION_STATUSES = frozenset({"refuted", "entered-in-error"})
@@ -202,12 +211,14 @@ def _aware(now: datetime) -> datetime:
     return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
-def _usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | None:
+def _usable_time(
+    obs: Mapping, now: datetime, max_age_days: int, usable: frozenset[str]
+) -> datetime | None:
     """The effective time of a usable Observation (status, age), else None."""
     if obs.get("resourceType", "Observation") != "Observation":
         return None
     status = obs.get("status")
-    if status not in USABLE_OBSERVATION_STATUSES:
+    if status not in usable:
         log.debug("renal: %s skipped, status %r", ref_of(obs), status)
         return None
     moment = effective_time(obs)
@@ -270,7 +281,11 @@ class _Reading:
 
 
 def _clearance_readings(
-    observations: list[Mapping], codes: Codes, now: datetime, max_age_days: int
+    observations: list[Mapping],
+    codes: Codes,
+    now: datetime,
+    max_age_days: int,
+    usable: frozenset[str],
 ) -> list[_Reading]:
     readings = []
     for obs in observations:
@@ -279,7 +294,7 @@ def _clearance_readings(
         component_hits = [(c, _matching_coding(c.get("code"), codes)) for c in components]
         if top is None and not any(hit for _c, hit in component_hits):
             continue
-        moment = _usable_time(obs, now, max_age_days)
+        moment = _usable_time(obs, now, max_age_days, usable)
         if moment is None:
             continue
         value = None
@@ -317,13 +332,14 @@ def _latest_amount(
     units: Mapping[str, float],
     now: datetime,
     max_age_days: int,
+    usable: frozenset[str],
 ) -> tuple[datetime, float, tuple[float, str], Mapping] | None:
     """(when, value in the table's base unit, value as shown, observation) of the latest usable."""
     best = None
     for obs in observations:
         if _matching_coding(obs.get("code"), codes) is None:
             continue
-        moment = _usable_time(obs, now, max_age_days)
+        moment = _usable_time(obs, now, max_age_days, usable)
         if moment is None:
             continue
         qty = as_dict(obs.get("valueQuantity"))
@@ -353,16 +369,18 @@ def _cockcroft_gault(
     codes: RenalCodes,
     now: datetime,
     max_age_days: int,
+    usable: frozenset[str],
+    min_age_years: int,
 ) -> RenalFunction | None:
     gender = as_dict(patient).get("gender")
     factor = {"male": 1.0, "female": 0.85}.get(gender) if isinstance(gender, str) else None
     age = age_years(patient, now)
-    if factor is None or age is None or age < MIN_COCKCROFT_GAULT_AGE:
+    if factor is None or age is None or age < min_age_years:
         return None
     creatinine = _latest_amount(
-        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days
+        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days, usable
     )
-    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days)
+    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days, usable)
     if creatinine is None or weight is None:
         return None
     scr_when, scr_mg_dl, (scr_value, scr_unit), scr_obs = creatinine
@@ -396,9 +414,11 @@ def _status(resource: Mapping, field: str) -> str | None:
     return value if isinstance(value, str) else status_code(resource, field)  # STU3: plain code
 
 
-def _condition_is_active(condition: Mapping) -> bool:
-    """Active/recurrence/relapse, or no clinicalStatus and no abatement; not refuted/in error."""
-    if _status(condition, "verificationStatus") in EXCLUDED_VERIFICATION_STATUSES:
+def _condition_is_active(
+    condition: Mapping, active: frozenset[str], excluded: frozenset[str]
+) -> bool:
+    """In an active clinicalStatus, or none and no abatement; not in an excluded verification."""
+    if _status(condition, "verificationStatus") in excluded:
         return False
     clinical = _status(condition, "clinicalStatus")
     if clinical is None:
@@ -406,17 +426,17 @@ def _condition_is_active(condition: Mapping) -> bool:
             key.startswith("abatement") and value not in (None, False, "")
             for key, value in condition.items()
         )
-    return clinical in ACTIVE_CLINICAL_STATUSES
+    return clinical in active
 
 
 def _kidney_conditions(
-    conditions: list[Mapping], codes: RenalCodes
+    conditions: list[Mapping], codes: RenalCodes, active: frozenset[str], excluded: frozenset[str]
 ) -> tuple[list[tuple[Mapping, tuple]], list[tuple[Mapping, tuple]]]:
     dialysis, severe = [], []
     for condition in conditions:
         if condition.get("resourceType", "Condition") != "Condition":
             continue
-        if not _condition_is_active(condition):
+        if not _condition_is_active(condition, active, excluded):
             continue
         # Checked independently: "ESRD on dialysis" codes may sit in both sets.
         if hit := _matching_coding(condition.get("code"), codes.dialysis):
@@ -431,6 +451,28 @@ def _latest_condition(found: list[tuple[Mapping, tuple]]) -> tuple[Mapping, tupl
     return max(found, key=lambda pair: effective_time(pair[0]) or floor)
 
 
+def _day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _measured(
+    observations: list[Mapping],
+    codes: RenalCodes,
+    now: datetime,
+    lookback_days: int,
+    usable: frozenset[str],
+) -> tuple[str, _Reading] | None:
+    """The latest measured reading as (kind, reading): the newest day wins, CrCl on a tie."""
+    best: tuple[tuple, str, _Reading] | None = None
+    # Rank: later day first; on the same day creatinine clearance before eGFR; then later time.
+    for rank, (kind, code_set) in enumerate((("crcl", codes.crcl), ("egfr", codes.egfr))):
+        for reading in _clearance_readings(observations, code_set, now, lookback_days, usable):
+            key = (_day(reading.when), -rank, reading.when)
+            if best is None or key > best[0]:
+                best = (key, kind, reading)
+    return (best[1], best[2]) if best else None
+
+
 def renal_function(
     observations: Iterable[Mapping],
     conditions: Iterable[Mapping],
@@ -439,39 +481,56 @@ def renal_function(
     now: datetime,
     lookback_days: int = 365,
     cockcroft_gault_max_age_days: int = 90,
+    *,
+    usable_observation_statuses: Iterable[str] = USABLE_OBSERVATION_STATUSES,
+    active_condition_statuses: Iterable[str] = ACTIVE_CLINICAL_STATUSES,
+    excluded_verification_statuses: Iterable[str] = EXCLUDED_VERIFICATION_STATUSES,
+    cockcroft_gault_min_age_years: int = MIN_COCKCROFT_GAULT_AGE,
 ) -> RenalFunction | None:
     """The patient's kidney function by the priority in the module docstring, or None if unknown.
 
-    Observations count when their status is final/amended/corrected/preliminary and they are at
+    Observations count when their status is in `usable_observation_statuses` and they are at
     most `lookback_days` calendar days old (creatinine and weight for Cockcroft-Gault: at most
-    `cockcroft_gault_max_age_days`, and the patient must be an adult with gender male or female).
+    `cockcroft_gault_max_age_days`, and the patient must be `cockcroft_gault_min_age_years` or
+    older with gender male or female). Conditions count when their clinicalStatus is in
+    `active_condition_statuses` (or absent, with no abatement) and their verificationStatus is
+    not in `excluded_verification_statuses`.
     """
     now = _aware(now)
+    usable = frozenset(usable_observation_statuses)
     observations = [o for o in observations if isinstance(o, Mapping)]
     conditions = [c for c in conditions if isinstance(c, Mapping)]
-    dialysis, severe = _kidney_conditions(conditions, codes)
+    dialysis, severe = _kidney_conditions(
+        conditions,
+        codes,
+        frozenset(active_condition_statuses),
+        frozenset(excluded_verification_statuses),
+    )
     on_dialysis = bool(dialysis)
 
-    for kind, code_set in (("crcl", codes.crcl), ("egfr", codes.egfr)):
-        readings = _clearance_readings(observations, code_set, now, lookback_days)
-        if readings:
-            latest = max(readings, key=lambda reading: reading.when)
-            name = (
-                "creatinine clearance" if kind == "crcl" else _EGFR_NAMES.get(latest.code, "eGFR")
-            )
-            return RenalFunction(
-                kind=kind,
-                value_ml_min=latest.value,
-                comparator=latest.comparator,
-                label=f"{name} ({_code_reference(latest.system, latest.code)})",
-                when=latest.when,
-                source=latest.source,
-                dialysis=on_dialysis,
-            )
-
+    measured = _measured(observations, codes, now, lookback_days, usable)
     max_age = min(lookback_days, cockcroft_gault_max_age_days)
-    if estimate := _cockcroft_gault(observations, patient, codes, now, max_age):
-        return replace(estimate, dialysis=on_dialysis)
+    estimate = _cockcroft_gault(
+        observations, patient, codes, now, max_age, usable, cockcroft_gault_min_age_years
+    )
+    # The estimate only when its creatinine is from a later day than the measured value: a
+    # measured value of the same day is the better figure.
+    if estimate is not None and estimate.when is not None:
+        if measured is None or _day(estimate.when) > _day(measured[1].when):
+            return replace(estimate, dialysis=on_dialysis)
+
+    if measured is not None:
+        kind, latest = measured
+        name = "creatinine clearance" if kind == "crcl" else _EGFR_NAMES.get(latest.code, "eGFR")
+        return RenalFunction(
+            kind=kind,
+            value_ml_min=latest.value,
+            comparator=latest.comparator,
+            label=f"{name} ({_code_reference(latest.system, latest.code)})",
+            when=latest.when,
+            source=latest.source,
+            dialysis=on_dialysis,
+        )
 
     if dialysis or severe:
         condition, (system, code, display) = _latest_condition(dialysis or severe)

@@ -1,18 +1,44 @@
 """BAC-PREGNANCY: baclofen for a patient who appears to be pregnant.
 
-When baclofen is ordered and the record shows an active pregnancy condition, or a recent
-observation saying so (pregnancy status "pregnant", or a positive pregnancy test), then warn:
-avoid baclofen when pregnant or planning pregnancy, it may harm an unborn baby [P].
+When baclofen is ordered and the record shows an active pregnancy condition, or the latest
+conclusive pregnancy observation says so, then warn: avoid baclofen when pregnant or planning
+pregnancy, it may harm an unborn baby [P].
+
+Observations (pregnancy status and pregnancy tests, one timeline, usable status, at most
+`observation_max_age_days` old): the LATEST conclusive one wins, so a positive test followed by a
+negative one (or "Not pregnant") does not warn. Conclusive means:
+  - positive: an answer, interpretation or text in `pregnant_answers` / `positive_answers`, or a
+    quantitative hCG (valueQuantity in a unit of `hcg_units`, all equal to mIU/mL) above
+    `hcg_positive_above` (">N" with N at or above the cut-off counts too);
+  - negative: an answer in `negative_answers`, or a quantitative hCG below `hcg_negative_below`
+    ("<N" with N at or below that counts too).
+Anything else (unknown answer, an equivocal hCG between the two cut-offs, a unit in moles or mass
+that is not converted) is skipped: it neither warns nor hides an earlier positive result. On a
+tie in time a positive result wins. An active pregnancy condition warns whatever the tests say:
+the problem list is the clinician's statement, and a stale one is for the override reason "record
+out of date", not for this rule to guess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import timedelta
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.fhir.read import codings, concept_text, effective_time, ref_of, text
+from cds_hooks.fhir.read import (
+    as_dict,
+    as_list,
+    codings,
+    concept_text,
+    effective_time,
+    quantity,
+    ref_of,
+    text,
+)
+
+log = logging.getLogger(__name__)
 
 RULE_ID = "BAC-PREGNANCY"
 NEEDS = ("conditions", "observations")
@@ -22,7 +48,8 @@ TRIGGERS = ("drug/baclofen",)
 def evaluate(ctx) -> Iterator[Finding]:
     evidence = [c.label() for c in ctx.record.conditions_in(ctx.settings.keys("condition"))]
     kind = "active pregnancy condition" if evidence else "pregnancy observation"
-    evidence += list(_observations(ctx))
+    if (line := _latest_positive(ctx)) is not None:
+        evidence.append(line)
     if not evidence:
         return
     for order in ctx.targets("drug/baclofen"):
@@ -36,15 +63,18 @@ def evaluate(ctx) -> Iterator[Finding]:
         )
 
 
-def _observations(ctx) -> Iterator[str]:
+def _latest_positive(ctx) -> str | None:
+    """The evidence line of the latest conclusive pregnancy observation when it is positive."""
     settings = ctx.settings
     (status_key,) = settings.keys("status_observation")
     (test_key,) = settings.keys("test_observation")
     terminology = ctx.knowledge.terminology
     usable = ctx.knowledge.data_setting("usable_observation_statuses")
     oldest = ctx.now - timedelta(days=float(settings.value("observation_max_age_days")))
-    pregnant = {a.lower() for a in settings.value("pregnant_answers")}
-    positive = {a.lower() for a in settings.value("positive_answers")}
+    pregnant = _lower(settings.value("pregnant_answers"))
+    positive = _lower(settings.value("positive_answers"))
+    negative = _lower(settings.value("negative_answers"))
+    latest: tuple[tuple[datetime, bool], str] | None = None
     for obs in ctx.record.observations:
         when = effective_time(obs)
         if obs.get("status") not in usable or when is None or when < oldest:
@@ -56,16 +86,67 @@ def _observations(ctx) -> Iterator[str]:
             answers = positive
         else:
             continue
-        if _answers(obs) & answers:
-            value = concept_text(obs.get("valueCodeableConcept")) or text(obs.get("valueString"))
-            yield f"Observation: {concept_text(code)} = {value} ({ref_of(obs)}, {when.date()})"
+        found = _answers(obs)
+        hcg = _hcg(obs, ctx)
+        if found & answers or hcg is True:
+            verdict = True
+        elif found & negative or hcg is False:
+            verdict = False
+        else:
+            log.info("%s: %s is not conclusive, skipped", RULE_ID, ref_of(obs))
+            continue
+        # Latest first; on the same moment a positive result wins (True > False).
+        key = (when, verdict)
+        if latest is None or key > latest[0]:
+            latest = (key, _line(obs, code, when))
+    if latest is None or not latest[0][1]:
+        return None
+    return latest[1]
+
+
+def _hcg(obs: Mapping, ctx) -> bool | None:
+    """True above the positive cut-off, False below the negative one, else None (no guess)."""
+    qty = as_dict(obs.get("valueQuantity"))
+    read = quantity(qty)
+    if read is None:
+        return None
+    units = {_norm_unit(u) for u in ctx.settings.value("hcg_units")}
+    if not any(_norm_unit(text(qty.get(f)) or "") in units for f in ("code", "unit")):
+        log.info("%s: %s hCG unit %r is not in hcg_units", RULE_ID, ref_of(obs), read[1])
+        return None
+    value, _unit, comparator = read
+    above = float(ctx.settings.value("hcg_positive_above"))
+    below = float(ctx.settings.value("hcg_negative_below"))
+    if comparator in (">", ">="):
+        return True if value >= above else None  # ">5" may be anything above 5
+    if comparator in ("<", "<="):
+        return False if value <= below else None  # "<50" may be anything below 50
+    if value > above:
+        return True
+    return False if value < below else None
+
+
+def _line(obs: Mapping, code, when: datetime) -> str:
+    value = concept_text(obs.get("valueCodeableConcept")) or text(obs.get("valueString"))
+    if value is None and (read := quantity(obs.get("valueQuantity"))) is not None:
+        unit = text(as_dict(obs.get("valueQuantity")).get("unit")) or read[1] or ""
+        value = f"{read[2] or ''}{read[0]:g} {unit}".rstrip()
+    return f"Observation: {concept_text(code)} = {value} ({ref_of(obs)}, {when.date()})"
 
 
 def _answers(obs) -> set[str]:
     """Codes and words an observation answers with: value, interpretation, or text."""
     found = {c.lower() for _s, c, _d in codings(obs.get("valueCodeableConcept")) if c}
-    for interpretation in obs.get("interpretation") or []:
+    for interpretation in as_list(obs.get("interpretation")):
         found |= {c.lower() for _s, c, _d in codings(interpretation) if c}
     if value := text(obs.get("valueString")):
         found.add(value.strip().lower())
     return found
+
+
+def _lower(values) -> set[str]:
+    return {v.strip().lower() for v in values}
+
+
+def _norm_unit(value: str) -> str:
+    return value.strip().lower().replace(" ", "")

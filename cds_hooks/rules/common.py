@@ -51,7 +51,7 @@ def renal_codes(knowledge: Knowledge) -> RenalCodes:
 
 
 def kidney_function(ctx) -> RenalFunction | None:
-    """The patient's latest kidney function, by the look-back windows in common.json."""
+    """The patient's latest kidney function, by the look-backs and status lists in common.json."""
     knowledge = ctx.knowledge
     return renal_function(
         ctx.record.observations,
@@ -61,6 +61,10 @@ def kidney_function(ctx) -> RenalFunction | None:
         ctx.now,
         lookback_days=int(knowledge.data_setting("renal_lookback_days")),
         cockcroft_gault_max_age_days=int(knowledge.data_setting("cockcroft_gault_max_age_days")),
+        cockcroft_gault_min_age_years=int(knowledge.data_setting("cockcroft_gault_min_age_years")),
+        usable_observation_statuses=knowledge.data_setting("usable_observation_statuses"),
+        active_condition_statuses=knowledge.data_setting("active_condition_statuses"),
+        excluded_verification_statuses=knowledge.data_setting("excluded_verification_statuses"),
     )
 
 

@@ -7,7 +7,12 @@ When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
     `inr_max` or the latest platelet count below `platelets_min` (labs within common.json
     `lab_lookback_days`; older or missing labs give no card, never a guess): critical;
   - an active systemic infection (sepsis, bacteremia, meningitis, epidural abscess) or a skin or
-    soft-tissue infection of the back, where the catheter goes in: critical;
+    soft-tissue infection of the back, where the catheter goes in: critical. An acute systemic
+    infection recorded as active with an onset (else recorded date) more than
+    `acute_infection_max_age_days` ago is probably documentation nobody closed: it still gives a
+    card, but a warning, "recorded as active since <date>; confirm it has resolved". One that is
+    recent or undated keeps the card critical (and the card lists the old ones too). Local
+    infections are not aged: a chronic back wound infection can truly last that long;
   - an anatomical spinal abnormality: warning, because spinal imaging may show a safe level.
     Spina bifida, scoliosis / severe spinal deformity and spinal fusion are the abnormalities [G]
     and clinical-rules.md name. Spinal stenosis is not: it is common and degenerative at the age
@@ -15,8 +20,11 @@ When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
     with the `include_spinal_stenosis` setting (off by default).
 Then one card per category of finding, each naming its evidence, with a cancel suggestion.
 Not for an order being stopped (a stop is not an insertion), and, with the
-`established_pump_is_not_insertion` setting, not while an ITB order is already current on record
-(a pump is in place: the draft is a refill or dose change; ASRA/ESRA class refills as low risk).
+`established_pump_is_not_insertion` setting, not while another ITB order is active or on-hold on
+record (a pump is in place: the draft is a refill or dose change; ASRA/ESRA class refills as low
+risk). Only a record order in a status that means it is running counts, and never one with the id
+of a draft in this session: EHRs return the draft itself in their MedicationRequest search, and
+that must not silence the checks on itself.
 Source: [G] "Contraindications for ITB": anticoagulant therapy, coagulopathy, local or systemic
 infection, or anatomical spinal abnormalities preclude intrathecal catheter insertion.
 """
@@ -34,6 +42,7 @@ from cds_hooks.fhir.read import (
     codings,
     concept_text,
     effective_time,
+    parse_datetime,
     quantity,
     ref_of,
     text,
@@ -147,6 +156,16 @@ def _infection(order, ctx) -> Found:
     local = ctx.record.conditions_in(ctx.settings.keys("local_infection"))
     if not systemic and not local:
         return None
+    max_age = int(ctx.settings.value("acute_infection_max_age_days"))
+    old = {c.ref: since for c in systemic if (since := _active_since(c, ctx.now, max_age))}
+    if not local and all(c.ref in old for c in systemic):
+        # Every finding is an acute infection "active" for longer than such an infection lasts:
+        # most likely never closed on the problem list, so ask rather than block.
+        names = " and ".join(dict.fromkeys(c.name for c in systemic))
+        since = min(old.values())
+        evidence = tuple(f"{c.label()}; active since {old[c.ref]}" for c in systemic)
+        facts = {"infection": names, "since": since, "max_age_days": str(max_age)}
+        return "infection_old_record", facts, evidence
     where = " and ".join(
         w
         for w, found in (
@@ -158,6 +177,26 @@ def _infection(order, ctx) -> Found:
     names = " and ".join(dict.fromkeys(c.name for c in [*systemic, *local]))
     evidence = tuple(c.label() for c in [*systemic, *local])
     return "infection", {"infection": names, "where": where}, evidence
+
+
+def _active_since(cond, now: datetime, max_age_days: int) -> str | None:
+    """The onset (else recorded) date when more than `max_age_days` calendar days ago, else None.
+
+    No usable date: None, so an undated active infection stays critical (never a guess).
+    """
+    resource = cond.resource
+    start = (
+        parse_datetime(resource.get("onsetDateTime"))
+        or parse_datetime(as_dict(resource.get("onsetPeriod")).get("start"))
+        or parse_datetime(resource.get("recordedDate"))
+    )
+    if start is None:
+        return None
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    day = start.astimezone(UTC).date()  # parse_datetime is always aware
+    if (now.astimezone(UTC).date() - day).days <= max_age_days:
+        return None
+    return day.isoformat()
 
 
 def _spinal_abnormality(order, ctx) -> Found:
@@ -179,13 +218,17 @@ def _is_new_therapy(order, ctx) -> bool:
 
 
 def _pump(ctx) -> bool:
-    """An intrathecal baclofen order is current on record: a pump is already in place.
+    """Another intrathecal baclofen order is running on record: a pump is already in place.
 
-    The record's own version of an order being revised counts (a dose change of a running pump).
+    Running = a current status (common.json) other than "draft" (active, on-hold): a draft is not
+    a pump in place, and EHRs echo the session's own drafts in their search results, so a record
+    order with the id of any draft in this session does not count either.
     """
-    statuses = set(ctx.knowledge.data_setting("current_medication_statuses"))
+    running = set(ctx.knowledge.data_setting("current_medication_statuses")) - {"draft"}
+    drafts = {o.ref for o in ctx.record.drafts}
     return any(
-        o.intrathecal and o.has(BACLOFEN) and o.status in statuses for o in ctx.record.history
+        o.intrathecal and o.has(BACLOFEN) and o.status in running and o.ref not in drafts
+        for o in ctx.record.history
     )
 
 

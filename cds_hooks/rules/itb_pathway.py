@@ -9,7 +9,16 @@ When intrathecal baclofen is ordered and
   - a single intrathecal dose is stated in mg (or g) at oral magnitude, `unit_error_single_dose_mg`
     or more: critical, likely a unit error (mg written for mcg); suggest cancelling the order.
     A dose stated in mcg/ug never triggers it (100 mcg = 0.1 mg is an ordinary bolus, and pump
-    daily doses of 1000 mcg exist); a dose given only in text or mL gives no card (never a guess).
+    daily doses of 1000 mcg exist); a dose given only in text or mL gives no card (never a guess);
+  - else, a RATE stated in mg (or g) at oral magnitude: `doseAndRate[].rateQuantity` or
+    `rateRange.high` with a unit such as mg/d, mg/h or mg/(24.h), or `rateRatio` with an mg
+    numerator and a time denominator, whose mg per day-equivalent is `unit_error_rate_mg_per_day`
+    or more: critical, the same unit error. Decision: the rate is compared per day, not per stated
+    period, because "0.5 mg/h" is 12 mg/day, an oral amount, although its numerator is under
+    1 mg; a rate over several days is averaged per day. A rate whose unit gives no period (a bare
+    "mg") is compared as written. mcg/ug numerators never trigger, and neither do volume rates
+    (mL/h: the concentration is not read here). One unit-error card per order: a flagged single
+    dose makes the rate card redundant.
 Not for an order being stopped. The dose check reads only the order, so it runs even when the
 patient's medication history could not be read (the prior-trial check is then left out).
 Source: [G] "Second-line: intrathecal baclofen" (ITB at less than 1/100 of oral doses; average
@@ -19,10 +28,12 @@ oral; [L] screening bolus 50-100 mcg.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.clinical.dose import period_days
 from cds_hooks.fhir.read import as_dict, as_list, quantity, text
 from cds_hooks.rules.common import prior_orders
 
@@ -55,6 +66,7 @@ def evaluate(ctx) -> Iterator[Finding]:
             continue
         facts = {"order": order.label(), "drug": order.name}
         unit_error = _unit_error(order, ctx)
+        rate_error = _rate_error(order, ctx) if unit_error is None else None
         if unit_error is not None:
             dose, mg, line = unit_error
             yield Finding(
@@ -66,6 +78,22 @@ def evaluate(ctx) -> Iterator[Finding]:
                     "dose": dose,
                     "dose_mcg": _fmt(mg * 1000),
                     "threshold": _fmt(float(ctx.settings.value("unit_error_single_dose_mg"))),
+                },
+                (f"Order: {order.label()}", line),
+                (suggestions.cancel(order),),
+            )
+        elif rate_error is not None:
+            rate, mg_per_day, line = rate_error
+            yield Finding(
+                RULE_ID,
+                "unit_error_rate",
+                order.ref,
+                {
+                    **facts,
+                    "rate": rate,
+                    "mg_per_day": _fmt(mg_per_day),
+                    "mcg_per_day": _fmt(mg_per_day * 1000),
+                    "threshold": _fmt(float(ctx.settings.value("unit_error_rate_mg_per_day"))),
                 },
                 (f"Order: {order.label()}", line),
                 (suggestions.cancel(order),),
@@ -103,6 +131,81 @@ def _unit_error(order, ctx) -> tuple[str, float, str] | None:
                 line = f"Dosage line {index}: dose {shown}" + (f' ("{said}")' if said else "")
                 worst = (shown, mg, line)
     return worst
+
+
+def _rate_error(order, ctx) -> tuple[str, float, str] | None:
+    """(rate as written, mg per day, evidence line) of the largest mg-scale rate at or over the
+    per-day threshold, else None."""
+    threshold = float(ctx.settings.value("unit_error_rate_mg_per_day"))
+    worst: tuple[str, float, str] | None = None
+    for index, dosage in enumerate(_dosages(order.resource), start=1):
+        for shown, mg_per_day in _rates(dosage):
+            if mg_per_day >= threshold and (worst is None or mg_per_day > worst[1]):
+                said = text(dosage.get("text"))
+                line = f"Dosage line {index}: rate {shown} (= {_fmt(mg_per_day)} mg/day)" + (
+                    f' ("{said}")' if said else ""
+                )
+                worst = (shown, mg_per_day, line)
+    return worst
+
+
+def _rates(dosage: Mapping) -> Iterator[tuple[str, float]]:
+    """(rate as written, mg per day) of every mg-scale rate of a Dosage: doseAndRate
+    rateQuantity / rateRange.high / rateRatio (an object or a list), and the STU3 Dosage-level
+    ones. Rates that are not mg-scale mass over time (mcg, mL/h, unknown units) are skipped."""
+    raw = dosage.get("doseAndRate")
+    holders = [e for e in ([raw] if isinstance(raw, dict) else as_list(raw)) if isinstance(e, dict)]
+    for holder in [*holders, dosage]:
+        for qty in (holder.get("rateQuantity"), as_dict(holder.get("rateRange")).get("high")):
+            if isinstance(qty, dict) and (found := _rate_quantity(qty)) is not None:
+                yield found
+        ratio = holder.get("rateRatio")
+        if isinstance(ratio, dict) and (found := _rate_ratio(ratio)) is not None:
+            yield found
+
+
+# A rate unit: mass, "/", then an optional count and a time unit, e.g. mg/d, mg/(24.h), mg/24 h.
+_RATE_UNIT_RE = re.compile(r"^([a-z]+)(?:/\(?(\d+(?:\.\d+)?)?\.?([a-z]+)\)?)?$")
+
+
+def _rate_quantity(qty: Mapping) -> tuple[str, float] | None:
+    read = quantity(qty)
+    if read is None or read[0] <= 0:
+        return None
+    for field in ("code", "unit"):
+        unit = text(qty.get(field))
+        if unit is None:
+            continue
+        match = _RATE_UNIT_RE.match(unit.strip().lower().replace(" ", ""))
+        if match is None:
+            return None
+        mass, count, period_unit = match.groups()
+        factor = MG_SCALE_UNITS.get(mass)
+        if factor is None:
+            return None
+        days = 1.0 if period_unit is None else period_days(float(count or 1), period_unit)
+        if days is None:
+            return None
+        shown = f"{_fmt(read[0])} {text(qty.get('unit')) or unit}"
+        return shown, read[0] * factor / days
+    return None
+
+
+def _rate_ratio(ratio: Mapping) -> tuple[str, float] | None:
+    numerator = as_dict(ratio.get("numerator"))
+    denominator = as_dict(ratio.get("denominator"))
+    read = quantity(numerator)
+    factor = _mg_factor(numerator)
+    if read is None or factor is None or read[0] <= 0:
+        return None
+    period_value = denominator.get("value", 1)
+    period_unit = text(denominator.get("code")) or text(denominator.get("unit"))
+    days = period_days(period_value, period_unit)
+    if days is None:
+        return None
+    unit = text(numerator.get("unit")) or text(numerator.get("code"))
+    shown = f"{_fmt(read[0])} {unit} per {_fmt(float(period_value))} {period_unit}"
+    return shown, read[0] * factor / days
 
 
 def _dosages(resource: Mapping) -> list[dict]:

@@ -1,10 +1,11 @@
 """TIZ-RENAL: tizanidine and reduced creatinine clearance.
 
-When tizanidine is ordered and the latest creatinine clearance (measured, else a Cockcroft-Gault
-estimate) is below 25 mL/min, then warn: tizanidine clearance falls by more than 50% there; use it
-with caution, especially in the elderly [G][L]. Where no creatinine clearance exists an eGFR stands
-in, and the card says which value was used and when it was measured. With no value at all, an
-active CKD stage 4-5 or dialysis condition warns too, and so does dialysis next to any value.
+When tizanidine is ordered and the most recent creatinine clearance or eGFR (else a
+Cockcroft-Gault estimate) is below 25 mL/min, then warn: tizanidine clearance falls by more than
+50% there; use it with caution, especially in the elderly [G][L]. An eGFR stands in for a
+clearance when it is newer, and the card says which value was used and when it was measured.
+With no value at all, an active CKD stage 4-5 or dialysis condition warns too, and so does
+dialysis next to any value.
 When no kidney function is on record for a patient aged 65 or over, then inform "no recent
 creatinine clearance" and offer a one-click creatinine clearance order (a draft ServiceRequest).
 A value given only as "> N" (or ">= N") is not a low value; "< N" is low when N <= 25.
