@@ -28,6 +28,7 @@ from cds_hooks.fhir.read import (
 )
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.services import Service
+from cds_hooks.terminology import system_name
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Cond:
 
     def label(self) -> str:
         code = next(
-            (f"{_system_name(s)} {c}" for s, c, _ in codings(self.resource.get("code")) if s and c),
+            (f"{system_name(s)} {c}" for s, c, _ in codings(self.resource.get("code")) if s and c),
             None,
         )
         when = f", recorded {self.when.date().isoformat()}" if self.when else ""
@@ -311,13 +312,3 @@ def _is_active(resource: Mapping, knowledge: Knowledge) -> bool:
         return False
     verification = status_code(resource, "verificationStatus")
     return verification not in knowledge.data_setting("excluded_verification_statuses")
-
-
-def _system_name(system: str) -> str:
-    names = {
-        "http://snomed.info/sct": "SNOMED CT",
-        "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-        "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-        "http://loinc.org": "LOINC",
-    }
-    return names.get(system, system)

@@ -84,6 +84,20 @@ _EMPTY: frozenset[str] = frozenset()
 _WORD_SEPARATOR = re.compile(r"[\s\-]+")
 
 
+SYSTEM_NAMES = {
+    SNOMED: "SNOMED CT",
+    ICD10CM: "ICD-10-CM",
+    RXNORM: "RxNorm",
+    LOINC: "LOINC",
+    ATC: "ATC",
+}
+
+
+def system_name(system: str) -> str:
+    """How a card names a code system: "SNOMED CT 230690007", not the URI."""
+    return SYSTEM_NAMES.get(normalize_system(system) or system, system)
+
+
 def normalize_system(system: str | None) -> str | None:
     """Canonical FHIR URI for a known system alias; other URIs are returned trimmed."""
     if system is None:

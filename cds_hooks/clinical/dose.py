@@ -103,7 +103,8 @@ _PERIOD_DAYS: dict[str, float] = {
     "years": 365,
 }
 
-_MASS_MG: dict[str, float] = {
+# Mass units in mg per unit (also used by ITB-PATHWAY to tell mg-scale doses).
+MASS_MG: dict[str, float] = {
     "mg": 1.0,
     "milligram": 1.0,
     "milligrams": 1.0,
@@ -189,8 +190,8 @@ def _to_mg(qty: Mapping, strength: Strength) -> tuple[float, str] | str:
     if not keys:
         return f"the dose quantity {_fmt(amount)} has no unit"
     for key in keys:
-        if key in _MASS_MG:
-            mg = amount * _MASS_MG[key]
+        if key in MASS_MG:
+            mg = amount * MASS_MG[key]
             how = f"{_fmt(amount)} {shown}"
             return mg, how if key == "mg" else f"{how} ({_fmt(mg)} mg)"
     for key in keys:
@@ -478,7 +479,7 @@ _STRENGTH_RE = re.compile(
     r"(?:\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+))?",
     re.IGNORECASE,
 )
-_TEXT_MASS_MG = {
+_TEXTMASS_MG = {
     "mg": 1.0,
     "g": 1000.0,
     "mcg": 0.001,
@@ -526,7 +527,7 @@ def strength_from_text(text_value: str | None) -> tuple[float, str] | None:
     found: set[tuple[float, str]] = set()
     for match in _STRENGTH_RE.finditer(text_value):
         number, unit, per_number, per_unit = match.groups()
-        mg = float(number) * _TEXT_MASS_MG[unit.lower()]
+        mg = float(number) * _TEXTMASS_MG[unit.lower()]
         per = "unit"
         if per_unit is not None:
             denominator = per_unit.lower()

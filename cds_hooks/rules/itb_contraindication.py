@@ -47,7 +47,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
-from cds_hooks.terminology import normalize_code, normalize_system
+from cds_hooks.terminology import normalize_code, normalize_system, system_name
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def _norm_unit(unit: str) -> str:
 def _observation_line(obs: Mapping) -> str:
     """Observation: what (code), value unit, when, status."""
     name = concept_text(obs.get("code")) or "Observation"
-    code = next((f"{_system(s)} {c}" for s, c, _d in codings(obs.get("code")) if s and c), None)
+    code = next((f"{system_name(s)} {c}" for s, c, _d in codings(obs.get("code")) if s and c), None)
     read = quantity(obs.get("valueQuantity"))
     qty = as_dict(obs.get("valueQuantity"))
     shown = ""
@@ -328,7 +328,7 @@ def _observation_line(obs: Mapping) -> str:
 
 
 def _medication_line(order, ctx) -> str:
-    code = next((f"{_system(s)} {c}" for s, c, _d in codings(order.concept) if s and c), None)
+    code = next((f"{system_name(s)} {c}" for s, c, _d in codings(order.concept) if s and c), None)
     coded = f", {code}" if code else ""
     if order.draft:
         state = "another draft order in this session"
@@ -336,16 +336,6 @@ def _medication_line(order, ctx) -> str:
         authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
         state = f"status {order.status}{authored}"
     return f"MedicationRequest: {order.label()}{coded}, {state}"
-
-
-def _system(system: str) -> str:
-    names = {
-        "http://snomed.info/sct": "SNOMED CT",
-        "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-        "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-        "http://loinc.org": "LOINC",
-    }
-    return names.get(system, system)
 
 
 def _fmt(value: float) -> str:

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.clinical.dose import period_days
+from cds_hooks.clinical.dose import MASS_MG, period_days
 from cds_hooks.fhir.read import as_dict, as_list, quantity, text
 from cds_hooks.rules.common import prior_orders
 
@@ -44,19 +44,10 @@ NEEDS: tuple[str, ...] = ()
 BACLOFEN = "drug/baclofen"
 TRIGGERS = (BACLOFEN,)
 HISTORY_KEY = "medications"
-# A FHIR status, not a clinical threshold: such an order never happened.
 
 # Units that state a dose at milligram scale or above, in mg per unit. mcg/ug are left out on
 # purpose: an intrathecal dose written in micrograms is the expected notation.
-MG_SCALE_UNITS: Mapping[str, float] = {
-    "mg": 1.0,
-    "milligram": 1.0,
-    "milligrams": 1.0,
-    "g": 1000.0,
-    "gm": 1000.0,
-    "gram": 1000.0,
-    "grams": 1000.0,
-}
+MG_SCALE_UNITS: Mapping[str, float] = {u: f for u, f in MASS_MG.items() if f >= 1}
 
 
 def evaluate(ctx) -> Iterator[Finding]:
