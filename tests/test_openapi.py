@@ -147,11 +147,17 @@ CHECKS = [
 ]
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+# A GET has no parameters or body to get wrong: negative generation only for POSTs.
+CASES = [
+    (method, path, mode)
+    for method, path in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if method == "POST" or mode is GenerationMode.POSITIVE
+]
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), CASES)
 def test_api_conforms_to_its_openapi_document(api_schema, method, path, mode):
-    if method == "GET" and mode is GenerationMode.NEGATIVE:
-        pytest.skip("no parameters or body to get wrong")
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))

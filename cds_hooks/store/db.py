@@ -236,7 +236,7 @@ def insert_ignoring_duplicates(engine: Engine, table: Table) -> Any:
         return sqlite.insert(table).on_conflict_do_nothing().returning(key)
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing().returning(key)
-    raise NotImplementedError(f"no upsert for {engine.dialect.name}")
+    raise ValueError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
 
 
 class _WriteLock:
