@@ -6,6 +6,7 @@ parsed as JSON when they can be), then the mapping given to `create_app`.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,8 @@ def _session() -> requests.Session:
     session = requests.Session()
     # Never let ~/.netrc or proxy variables replace the EHR's bearer token or reroute it.
     session.trust_env = False
+    # Shared by every user's calls: a cookie one EHR call sets must not ride on the next one.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session
 
 

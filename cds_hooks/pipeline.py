@@ -139,13 +139,24 @@ def _candidates(
                 rule_id=card["source"]["topic"]["code"],
                 order_ref=finding.order if finding else None,
                 fingerprint=(
-                    store.fingerprint(patient_id, finding.rule_id, finding.card, order)
+                    store.fingerprint(
+                        patient_id,
+                        finding.rule_id,
+                        finding.card,
+                        order,
+                        _about(finding),
+                    )
                     if finding and order and patient_id
                     else None
                 ),
             )
         )
     return candidates
+
+
+def _about(finding: Finding) -> str:
+    """What a card says beyond its order: a new interacting drug or lab value is a new card."""
+    return "\n".join(line for line in finding.evidence if not line.startswith("Order: "))
 
 
 def _audit(

@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from cds_hooks import protocol
 from cds_hooks.errors import BadRequest, NotFound
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.pipeline import call_service
@@ -138,11 +139,15 @@ def blueprint() -> Blueprint:
 
     @bp.post("/api/cards")
     def cards() -> Response:
-        payload = request.get_json(silent=True)
+        # The same parser and limits as the hook endpoints: depth, sizes, duplicate keys.
+        payload = protocol.parse_json(request.get_data(cache=False))
         if not isinstance(payload, dict) or not isinstance(payload.get("request"), dict):
             raise BadRequest('send {"request": <a hook request>, "service"?: id, "now"?: time}')
         body = payload["request"]
-        service = service_for(body, payload.get("service") or None)
+        requested = payload.get("service")
+        if requested is not None and not isinstance(requested, str):
+            raise BadRequest("service must be a service id (a string)")
+        service = service_for(body, requested or None)
         # Read-only: no store, so nothing is audited and no card is suppressed as a repeat.
         runtime = dataclasses.replace(current_app.extensions["cds_hooks"], store=None)
         now = payload.get("now")

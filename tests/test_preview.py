@@ -138,3 +138,23 @@ def test_every_bundled_scenario_previews(tmp_path, knowledge):
         for card in response.get_json()["cards"]:
             assert card["summary"] and card["indicator"] in {"info", "warning", "critical"}
             assert card["source"]["label"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"request": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"request": {"hook": "order-select"}, "service": 5}',
+        b'{"request": {"hook": "order-select"}, "service": ["x"]}',
+        b'{"request": {}, "request": {}}',
+    ],
+    ids=["deep nesting", "service number", "service list", "duplicate key"],
+)
+def test_preview_api_refuses_odd_bodies_with_4xx(knowledge, tmp_path, raw):
+    from cds_hooks import create_app
+
+    app = create_app({"KNOWLEDGE": knowledge, "PREVIEW": True, "DATA_DIR": str(tmp_path)})
+    response = app.test_client().post(
+        "/preview/api/cards", data=raw, content_type="application/json"
+    )
+    assert 400 <= response.status_code < 500

@@ -366,3 +366,58 @@ def test_medication_prescribe_medications_bundle_without_server():
     req["context"]["medications"] = bundle(medreq("r1", "Medication/m1"), med("m1"))
     data = resolve(req, TEMPLATES, None, soon())
     assert data.medications == {"Medication/m1": med("m1")}
+
+
+def test_searchset_of_only_informational_outcomes_is_an_empty_result():
+    informational = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 0,
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "information",
+                            "code": "informational",
+                            "diagnostics": "no matches",
+                        }
+                    ],
+                },
+                "search": {"mode": "outcome"},
+            }
+        ],
+    }
+    request = {"context": {"patientId": "p1"}, "prefetch": {"allergies": informational}}
+    data = resolve(
+        request,
+        {"allergies": "AllergyIntolerance?patient={{context.patientId}}"},
+        None,
+        time.monotonic() + 1,
+    )
+    assert data.resources["allergies"] == []
+    assert data.sources["allergies"] == "prefetch"
+
+
+def test_searchset_of_error_outcomes_is_a_failed_prefetch():
+    failed = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "timeout"}],
+                }
+            }
+        ],
+    }
+    request = {"context": {"patientId": "p1"}, "prefetch": {"allergies": failed}}
+    with pytest.raises(PreconditionFailed):
+        resolve(
+            request,
+            {"allergies": "AllergyIntolerance?patient={{context.patientId}}"},
+            None,
+            time.monotonic() + 1,
+        )

@@ -132,3 +132,37 @@ def test_override_window_ends_and_can_be_off(knowledge, tmp_path):
         knowledge, tmp_path, SUPPRESS_OVERRIDDEN_HOURS=0, NOW="2026-11-20T10:05:00Z"
     ).test_client()
     assert len(rule_cards(off, request("order-select"))) == 1
+
+
+def test_a_new_interacting_drug_on_the_same_order_is_shown_again(knowledge, tmp_path):
+    """Same draft, same rule and card kind, but a different partner drug: a new card."""
+    from cds_hooks import create_app
+    from tests.factories import (
+        HALOPERIDOL_5_TAB,
+        METOCLOPRAMIDE_10_TAB,
+        MS,
+        condition,
+        hook_request,
+        med_request,
+    )
+
+    app = create_app(
+        {"NOW": "2026-11-21T12:00:00Z", "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path)}
+    )
+    client = app.test_client()
+    prior = med_request("old", status="completed", dose_mg=5, per_day=3)
+    draft = med_request("d1", dose_mg=5, per_day=3)
+
+    def dopamine_cards(hook, partner):
+        other = med_request("x1", partner, status="active", dose_mg=5, per_day=1)
+        body = hook_request(
+            [draft], hook=hook, conditions=[condition("c1", MS)], medications=[prior, other]
+        )
+        answer = client.post(f"/cds-services/antispasticity-{hook}", json=body).get_json()
+        return [
+            c for c in answer["cards"] if c["source"]["topic"]["code"] == "BAC-DOPAMINE-ANTAGONIST"
+        ]
+
+    assert len(dopamine_cards("order-select", HALOPERIDOL_5_TAB)) == 1
+    assert dopamine_cards("order-sign", HALOPERIDOL_5_TAB) == []  # the repeat is suppressed
+    assert len(dopamine_cards("order-sign", METOCLOPRAMIDE_10_TAB)) == 1  # a new partner shows

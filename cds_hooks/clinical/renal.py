@@ -217,7 +217,7 @@ def _usable_time(
     """The effective time of a usable Observation (status, age), else None."""
     if obs.get("resourceType", "Observation") != "Observation":
         return None
-    status = obs.get("status")
+    status = text(obs.get("status"))
     if status not in usable:
         log.debug("renal: %s skipped, status %r", ref_of(obs), status)
         return None

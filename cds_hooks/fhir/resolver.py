@@ -114,17 +114,26 @@ def client_for(
 
 
 def _is_outcome(value: Any) -> bool:
-    """An OperationOutcome, or a Bundle whose entries are all OperationOutcomes."""
+    """A failed prefetch: an OperationOutcome, or a Bundle holding only OperationOutcomes that
+    report an error. A searchset whose only entries are informational outcomes (Epic and HAPI
+    add one when nothing matched) is an empty result, not a failure."""
     value = as_dict(value)
     if value.get("resourceType") == "OperationOutcome":
         return True
     if value.get("resourceType") != "Bundle":
         return False
     entries = as_list(value.get("entry"))
+    outcomes = []
     # Stops at the first other resource: a searchset of 10,000 costs one look, not 10,000.
-    return bool(entries) and all(
-        as_dict(as_dict(e).get("resource")).get("resourceType") == "OperationOutcome"
-        for e in entries
+    for entry in entries:
+        resource = as_dict(as_dict(entry).get("resource"))
+        if resource.get("resourceType") != "OperationOutcome":
+            return False
+        outcomes.append(resource)
+    return any(
+        as_dict(issue).get("severity") in ("error", "fatal")
+        for outcome in outcomes
+        for issue in as_list(outcome.get("issue"))
     )
 
 

@@ -77,7 +77,7 @@ def _latest_positive(ctx) -> str | None:
     latest: tuple[tuple[datetime, bool], str] | None = None
     for obs in ctx.record.observations:
         when = effective_time(obs)
-        if obs.get("status") not in usable or when is None or when < oldest:
+        if text(obs.get("status")) not in usable or when is None or when < oldest:
             continue
         code = obs.get("code")
         if terminology.in_valueset(code, status_key):

@@ -43,8 +43,10 @@ class Store:
         self.keep_comments = keep_comments
         self.replay = ReplayStore(engine)
 
-    def fingerprint(self, patient_id: str, rule_id: str, kind: str, order: MedOrder) -> str:
-        return fingerprint(self.patients.key, patient_id, rule_id, kind, order)
+    def fingerprint(
+        self, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
+    ) -> str:
+        return fingerprint(self.patients.key, patient_id, rule_id, kind, order, about)
 
     def audit_call(
         self, call: CallAudit, candidates: Sequence[Candidate] = ()

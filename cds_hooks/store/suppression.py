@@ -55,7 +55,9 @@ class Candidate:
         return str(self.card["indicator"])
 
 
-def fingerprint(key: bytes, patient_id: str, rule_id: str, kind: str, order: MedOrder) -> str:
+def fingerprint(
+    key: bytes, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
+) -> str:
     """The same patient, rule, card kind and unchanged order give the same value; an edit a new one.
 
     `kind` is the rule's card name (Finding.card), so a different problem the same rule finds
@@ -63,12 +65,14 @@ def fingerprint(key: bytes, patient_id: str, rule_id: str, kind: str, order: Med
 
     The order part is its medication codings (or its name when it has none) and its whole
     dosageInstruction (dose, rate, timing, route, method) less element ids. Keyed with the
-    site's audit key when it has one, so the value does not reveal the patient id.
+    site's audit key when it has one, so the value does not reveal the patient id. `about` is what
+    the card says beyond its order (the finding's evidence: the interacting drug, the lab value),
+    so the same order meeting a new interacting drug or a new lab value is a new card, and shows.
     """
     med = sorted({f"{s}|{c}" for s, c, _ in codings(order.concept) if s and c})
     dosage = [_without_ids(d) for d in as_list(order.resource.get("dosageInstruction"))]
     payload = json.dumps(
-        [patient_id, rule_id, kind, med or ["text|" + order.name.strip().lower()], dosage],
+        [patient_id, rule_id, kind, med or ["text|" + order.name.strip().lower()], dosage, about],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
