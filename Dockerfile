@@ -1,6 +1,6 @@
 # The CDS Hooks service image: gunicorn (via `cds-hooks serve`) as a non-root user.
 #   docker build -t cds-hooks-antispasticity .
-#   docker run -p 8080:8080 -e CDS_AUTH_ISSUERS=/config/issuers.json ... cds-hooks-antispasticity
+#   docker run -p 8080:8080 -e CDS_AUTH_ISSUERS=/config/issuers.json -e CDS_PUBLIC_BASE_URL=https://cds.example.org ... cds-hooks-antispasticity
 # Without JWT issuers the service refuses to listen on 0.0.0.0 (docs/security.md); the compose
 # sandbox passes --allow-unauthenticated explicitly. See docs/integration.md.
 

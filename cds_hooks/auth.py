@@ -524,9 +524,11 @@ def build_verifier(config: Mapping[str, Any], replay: ReplayStore | None = None)
         min_refresh=float(config.get("AUTH_JWKS_MIN_REFRESH_SECONDS", 30)),
     )
     if not config.get("PUBLIC_BASE_URL"):
-        log.warning(
-            "PUBLIC_BASE_URL is not set: the expected JWT aud is built from the Host header of "
-            "each request; set it to the URL the EHR calls (required behind a proxy)"
+        # Without it the expected aud would come from the Host header, which the caller chooses
+        # (a token minted for another deployment would pass) and a TLS proxy rewrites.
+        raise ValueError(
+            "AUTH_ISSUERS needs PUBLIC_BASE_URL: the URL the EHR calls, e.g. "
+            "https://cds.example.org (each token's aud is that URL plus the path called)"
         )
     log.info(
         "client authentication ON: %d issuer(s), algorithms %s",
@@ -548,10 +550,9 @@ def is_protected(path: str) -> bool:
     return path == "/cds-services" or path.startswith("/cds-services/")
 
 
-def audience_for(path: str, config: Mapping[str, Any], request_base_url: str) -> str:
+def audience_for(path: str, config: Mapping[str, Any]) -> str:
     """The exact URL the client called, as the token's `aud` must name it."""
-    base = str(config.get("PUBLIC_BASE_URL") or "").rstrip("/")
-    return f"{base}{path}" if base else request_base_url
+    return str(config["PUBLIC_BASE_URL"]).rstrip("/") + path
 
 
 def require_client_jwt() -> Response | None:
@@ -560,7 +561,7 @@ def require_client_jwt() -> Response | None:
     # CORS preflights carry no Authorization header by design (Fetch spec); they reveal nothing.
     if verifier is None or request.method == "OPTIONS" or not is_protected(request.path):
         return None
-    audience = audience_for(request.path, current_app.config, request.base_url)
+    audience = audience_for(request.path, current_app.config)
     try:
         claims = verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as error:
