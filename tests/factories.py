@@ -180,3 +180,10 @@ def hook_request(
 def rules_of(response: dict[str, Any]) -> list[tuple[str, str]]:
     """(rule id, indicator) of each card, in order."""
     return [(c["source"]["topic"]["code"], c["indicator"]) for c in response["cards"]]
+
+
+def rule_cards(call, body: dict[str, Any], rule: str) -> list[dict[str, Any]]:
+    """The cards of one rule in the service's answer (which must be a 200)."""
+    status, answer = call(body)
+    assert status == 200, answer
+    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == rule]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request
+from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request, rule_cards
 
 RULE = "ANTISPASTIC-DUPLICATE"
 DR_A = {"reference": "Practitioner/prac-1", "display": "Dr. A"}
@@ -25,9 +25,7 @@ def tizanidine(rid: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def duplicate_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 @pytest.mark.parametrize(

@@ -11,15 +11,14 @@ from tests.factories import (
     condition,
     hook_request,
     med_request,
+    rule_cards,
 )
 
 RULE = "BAC-DOPAMINE-ANTAGONIST"
 
 
 def interaction_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 MS_RECORD = [condition("c1", MS)]

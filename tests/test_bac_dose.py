@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import MS, condition, hook_request, med_request
+from tests.factories import MS, condition, hook_request, med_request, rule_cards
 
 RULE = "BAC-DOSE"
 RECORD = [condition("c1", MS)]
@@ -12,9 +12,7 @@ PRIOR = med_request("old", status="completed", dose_mg=5, per_day=3)
 
 
 def dose_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 @pytest.mark.parametrize(

@@ -6,16 +6,22 @@ import pytest
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 
 from cds_hooks.clinical.dose import daily_dose
-from tests.factories import BACLOFEN_IT, MS, TIZANIDINE_4_TAB, condition, hook_request, med_request
+from tests.factories import (
+    BACLOFEN_IT,
+    MS,
+    TIZANIDINE_4_TAB,
+    condition,
+    hook_request,
+    med_request,
+    rule_cards,
+)
 
 RULE = "BAC-TAPER"
 RECORD = [condition("c1", MS)]
 
 
 def taper_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 def stop_body(current, hook="order-sign", extra_drafts=()):

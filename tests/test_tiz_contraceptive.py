@@ -14,6 +14,7 @@ from tests.factories import (
     concept,
     hook_request,
     med_request,
+    rule_cards,
     rules_of,
 )
 
@@ -53,9 +54,7 @@ def with_route(order: dict[str, Any], route: dict[str, Any]) -> dict[str, Any]:
 
 
 def contraceptive_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request
+from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request, rule_cards
 
 RULE = "TIZ-CYP1A2"
 CIPROFLOXACIN_500 = ("309309", "ciprofloxacin 500 MG Oral Tablet")
@@ -29,9 +29,7 @@ def tizanidine(rid: str = "d1", **kwargs: Any) -> dict[str, Any]:
 
 
 def cyp_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request
+from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request, rule_cards
 
 RULE = "TIZ-DOSE"
 
@@ -16,9 +16,7 @@ def tizanidine(rid: str = "d1", dose_mg: float | None = 4, per_day: int = 3, **k
 
 
 def dose_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from tests.factories import (
     hook_request,
     med_request,
     patient,
+    rule_cards,
 )
 from tests.factories import (
     condition as make_condition,
@@ -64,9 +65,7 @@ def tizanidine(rid: str = "d1", **kwargs: Any) -> dict[str, Any]:
 
 
 def renal_cards(call, body):
-    status, answer = call(body)
-    assert status == 200
-    return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    return rule_cards(call, body, RULE)
 
 
 @pytest.mark.parametrize(
