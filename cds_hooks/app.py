@@ -206,11 +206,12 @@ def _cors(response: Response) -> Response:
     origin = request.headers.get("Origin")
     if origins == "*":
         response.headers["Access-Control-Allow-Origin"] = "*"
-    elif origin and origin in {o.strip() for o in origins.split(",")}:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
     else:
-        return response
+        # The answer depends on Origin whether or not it matched: caches must key on it.
+        response.vary.add("Origin")
+        if not origin or origin not in {o.strip() for o in origins.split(",")}:
+            return response
+        response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
     response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
     response.headers["Access-Control-Max-Age"] = "600"

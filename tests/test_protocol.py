@@ -66,6 +66,7 @@ def test_cors_allowlist(knowledge, tmp_path):
     assert ok.headers["Access-Control-Allow-Origin"] == "https://a.example"
     other = client.get("/cds-services", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+    assert "Origin" in other.headers["Vary"] and "Origin" in ok.headers["Vary"]
 
 
 def _valid() -> dict:
