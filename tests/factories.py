@@ -29,6 +29,18 @@ SPINAL_CORD_INJURY = (
     "Unspecified injury at unspecified level of cervical spinal cord",
 )
 
+# MedicationRequest statuses and whether an order in that status is current therapy
+# (clinical-rules.md "Patient data used").
+CURRENT_THERAPY_STATUSES = [
+    ("active", True),
+    ("on-hold", True),
+    ("draft", True),
+    ("stopped", False),
+    ("completed", False),
+    ("cancelled", False),
+    ("entered-in-error", False),
+]
+
 
 def concept(system: str, code: str, display: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code, "display": display}], "text": display}

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request, rule_cards
+from tests.factories import (
+    CURRENT_THERAPY_STATUSES,
+    TIZANIDINE_4_TAB,
+    hook_request,
+    med_request,
+    rule_cards,
+)
 
 RULE = "ANTISPASTIC-DUPLICATE"
 DR_A = {"reference": "Practitioner/prac-1", "display": "Dr. A"}
@@ -28,17 +34,7 @@ def duplicate_cards(call, body):
     return rule_cards(call, body, RULE)
 
 
-@pytest.mark.parametrize(
-    ("status", "fires"),
-    [
-        ("active", True),
-        ("on-hold", True),
-        ("draft", True),
-        ("stopped", False),
-        ("completed", False),
-        ("cancelled", False),
-    ],
-)
+@pytest.mark.parametrize(("status", "fires"), CURRENT_THERAPY_STATUSES)
 def test_tizanidine_ordered_while_baclofen_is_on_record(call, status, fires):
     body = hook_request([tizanidine("d1")], medications=[baclofen("b1", status=status)])
     cards = duplicate_cards(call, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import (
+    CURRENT_THERAPY_STATUSES,
     HALOPERIDOL_5_TAB,
     METOCLOPRAMIDE_10_TAB,
     MS,
@@ -24,18 +25,7 @@ def interaction_cards(call, body):
 MS_RECORD = [condition("c1", MS)]
 
 
-@pytest.mark.parametrize(
-    ("status", "fires"),
-    [
-        ("active", True),
-        ("on-hold", True),
-        ("draft", True),
-        ("stopped", False),
-        ("completed", False),
-        ("cancelled", False),
-        ("entered-in-error", False),
-    ],
-)
+@pytest.mark.parametrize(("status", "fires"), CURRENT_THERAPY_STATUSES)
 def test_baclofen_order_with_haloperidol_on_record(call, status, fires):
     current = med_request("h1", HALOPERIDOL_5_TAB, status=status, dose_mg=5, per_day=1)
     body = hook_request([med_request("d1")], conditions=MS_RECORD, medications=[current])

@@ -8,6 +8,7 @@ import pytest
 
 from cds_hooks.rules.tiz_contraceptive import setting_words
 from tests.factories import (
+    CURRENT_THERAPY_STATUSES,
     RXNORM,
     SNOMED,
     TIZANIDINE_4_TAB,
@@ -57,18 +58,7 @@ def contraceptive_cards(call, body):
     return rule_cards(call, body, RULE)
 
 
-@pytest.mark.parametrize(
-    ("status", "fires"),
-    [
-        ("active", True),
-        ("on-hold", True),
-        ("draft", True),
-        ("stopped", False),
-        ("completed", False),
-        ("cancelled", False),
-        ("entered-in-error", False),
-    ],
-)
+@pytest.mark.parametrize(("status", "fires"), CURRENT_THERAPY_STATUSES)
 def test_tizanidine_ordered_with_a_contraceptive_on_record(call, status, fires):
     body = hook_request([tizanidine()], medications=[contraceptive(status=status)])
     cards = contraceptive_cards(call, body)

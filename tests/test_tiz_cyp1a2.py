@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from tests.factories import TIZANIDINE_4_TAB, hook_request, med_request, rule_cards
+from tests.factories import (
+    CURRENT_THERAPY_STATUSES,
+    TIZANIDINE_4_TAB,
+    hook_request,
+    med_request,
+    rule_cards,
+)
 
 RULE = "TIZ-CYP1A2"
 CIPROFLOXACIN_500 = ("309309", "ciprofloxacin 500 MG Oral Tablet")
@@ -53,18 +59,7 @@ def test_tizanidine_ordered_with_an_inhibitor_on_record(call, product, expected,
         assert cards[0]["overrideReasons"]
 
 
-@pytest.mark.parametrize(
-    ("status", "fires"),
-    [
-        ("active", True),
-        ("on-hold", True),
-        ("draft", True),
-        ("stopped", False),
-        ("completed", False),
-        ("cancelled", False),
-        ("entered-in-error", False),
-    ],
-)
+@pytest.mark.parametrize(("status", "fires"), CURRENT_THERAPY_STATUSES)
 def test_only_current_inhibitors_count(call, status, fires):
     body = hook_request([tizanidine()], medications=[drug("x1", CIPROFLOXACIN_500, status=status)])
     assert [c["indicator"] for c in cyp_cards(call, body)] == (["critical"] if fires else [])
