@@ -22,7 +22,7 @@ out of date", not for this rule to guess.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from cds_hooks import suggestions
@@ -38,6 +38,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
+from cds_hooks.rules.context import RuleContext
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,26 @@ NEEDS = ("conditions", "observations")
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     evidence = [c.label() for c in ctx.record.conditions_in(ctx.settings.keys("condition"))]
     kind = "active pregnancy condition" if evidence else "pregnancy observation"
     if (line := _latest_positive(ctx)) is not None:
         evidence.append(line)
     if not evidence:
-        return
+        return findings
     for order in ctx.targets("drug/baclofen"):
-        yield Finding(
-            RULE_ID,
-            "pregnant",
-            order.ref,
-            {"order": order.label(), "evidence_kind": kind},
-            (f"Order: {order.label()}", *evidence),
-            (suggestions.cancel(order),),
+        findings.append(
+            Finding(
+                RULE_ID,
+                "pregnant",
+                order.ref,
+                {"order": order.label(), "evidence_kind": kind},
+                (f"Order: {order.label()}", *evidence),
+                (suggestions.cancel(order),),
+            )
         )
+    return findings
 
 
 def _latest_positive(ctx) -> str | None:

@@ -36,6 +36,7 @@ from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import MASS_MG, period_days
 from cds_hooks.fhir.read import as_dict, as_list, quantity, text
 from cds_hooks.rules.common import prior_orders
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "ITB-PATHWAY"
 # No NEEDS: the unit-error check must not be lost when the medication history is unavailable;
@@ -50,7 +51,8 @@ HISTORY_KEY = "medications"
 MG_SCALE_UNITS: Mapping[str, float] = {u: f for u, f in MASS_MG.items() if f >= 1}
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     for order in ctx.targets(BACLOFEN):
         if not order.intrathecal or not order.current:
             continue
@@ -59,38 +61,45 @@ def evaluate(ctx) -> Iterator[Finding]:
         rate_error = _rate_error(order, ctx) if unit_error is None else None
         if unit_error is not None:
             dose, mg, line = unit_error
-            yield Finding(
-                RULE_ID,
-                "unit_error",
-                order.ref,
-                {
-                    **facts,
-                    "dose": dose,
-                    "dose_mcg": _fmt(mg * 1000),
-                    "threshold": _fmt(float(ctx.settings.value("unit_error_single_dose_mg"))),
-                },
-                (f"Order: {order.label()}", line),
-                (suggestions.cancel(order),),
+            findings.append(
+                Finding(
+                    RULE_ID,
+                    "unit_error",
+                    order.ref,
+                    {
+                        **facts,
+                        "dose": dose,
+                        "dose_mcg": _fmt(mg * 1000),
+                        "threshold": _fmt(float(ctx.settings.value("unit_error_single_dose_mg"))),
+                    },
+                    (f"Order: {order.label()}", line),
+                    (suggestions.cancel(order),),
+                )
             )
         elif rate_error is not None:
             rate, mg_per_day, line = rate_error
-            yield Finding(
-                RULE_ID,
-                "unit_error_rate",
-                order.ref,
-                {
-                    **facts,
-                    "rate": rate,
-                    "mg_per_day": _fmt(mg_per_day),
-                    "mcg_per_day": _fmt(mg_per_day * 1000),
-                    "threshold": _fmt(float(ctx.settings.value("unit_error_rate_mg_per_day"))),
-                },
-                (f"Order: {order.label()}", line),
-                (suggestions.cancel(order),),
+            findings.append(
+                Finding(
+                    RULE_ID,
+                    "unit_error_rate",
+                    order.ref,
+                    {
+                        **facts,
+                        "rate": rate,
+                        "mg_per_day": _fmt(mg_per_day),
+                        "mcg_per_day": _fmt(mg_per_day * 1000),
+                        "threshold": _fmt(float(ctx.settings.value("unit_error_rate_mg_per_day"))),
+                    },
+                    (f"Order: {order.label()}", line),
+                    (suggestions.cancel(order),),
+                )
             )
         if HISTORY_KEY in ctx.record.unavailable or _oral_trial_or_itb_on_record(ctx):
             continue
-        yield Finding(RULE_ID, "no_oral_trial", order.ref, facts, (f"Order: {order.label()}",))
+        findings.append(
+            Finding(RULE_ID, "no_oral_trial", order.ref, facts, (f"Order: {order.label()}",))
+        )
+    return findings
 
 
 def _oral_trial_or_itb_on_record(ctx) -> bool:

@@ -10,18 +10,18 @@ current order whose dose cannot be computed is named but not counted (never a gu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose, total_mg_per_day
 from cds_hooks.rules.common import known_doses, order_dose
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-DOSE"
 NEEDS = ("medications",)
-TRIGGERS = ("drug/tizanidine",)
+TRIGGERS = ("tizanidine",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     tizanidine = ctx.settings.keys("tizanidine")
     max_daily = float(ctx.settings.value("max_daily_mg"))
     max_single = float(ctx.settings.value("max_single_mg"))
@@ -61,4 +61,5 @@ def evaluate(ctx) -> Iterator[Finding]:
                 for o in unknown
             ),
         )
-        yield Finding(RULE_ID, card, order.ref, facts, evidence)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, evidence))
+    return findings
