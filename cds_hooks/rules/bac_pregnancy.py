@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     as_list,
@@ -65,9 +66,8 @@ def evaluate(ctx) -> Iterator[Finding]:
         evidence.append(line)
     if not evidence:
         return
-    statuses = set(ctx.knowledge.data_setting("current_medication_statuses"))
     for order in ctx.targets("drug/baclofen"):
-        if order.status is not None and order.status not in statuses:
+        if not order.current:
             continue  # a stop is not new therapy; BAC-TAPER judges how it stops
         facts = {"order": order.label(), "evidence_kind": kind}
         lines = (f"Order: {order.label()}", *evidence)
@@ -87,7 +87,9 @@ def evaluate(ctx) -> Iterator[Finding]:
 def _current_baclofen(ctx, order: MedOrder) -> MedOrder | None:
     """The active baclofen order on record the patient takes now: the one this draft revises
     (same id, or its priorPrescription), else any active one; None for a new start."""
-    active = [o for o in ctx.record.history if o.has("drug/baclofen") and o.status == "active"]
+    active = [
+        o for o in ctx.record.history if o.has("drug/baclofen") and status.order_taken(o.status)
+    ]
     prior = ref_of_reference(order.resource.get("priorPrescription"))
     for candidate in active:
         if candidate.ref in (order.ref, prior):
@@ -121,7 +123,6 @@ def _latest_positive(ctx) -> str | None:
     (status_key,) = settings.keys("status_observation")
     (test_key,) = settings.keys("test_observation")
     terminology = ctx.knowledge.terminology
-    usable = ctx.knowledge.data_setting("usable_observation_statuses")
     oldest = ctx.now - timedelta(days=float(settings.value("observation_max_age_days")))
     pregnant = _lower(settings.value("pregnant_answers"))
     positive = _lower(settings.value("positive_answers"))
@@ -129,7 +130,7 @@ def _latest_positive(ctx) -> str | None:
     latest: tuple[tuple[datetime, bool], str] | None = None
     for obs in ctx.record.observations:
         when = effective_time(obs)
-        if text(obs.get("status")) not in usable or when is None or when < oldest:
+        if not status.observation_usable(obs) or when is None or when < oldest:
             continue
         code = obs.get("code")
         if terminology.in_valueset(code, status_key):
