@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn
 
-from cds_hooks.commands import UsageError, call, evaluate, keys, load_fixtures, report, serve
+from cds_hooks.commands import (
+    UsageError,
+    call,
+    evaluate,
+    keys,
+    load_fixtures,
+    report,
+    serve,
+    setting_problem,
+)
+from cds_hooks.config import SettingsError
 
 COMMANDS = {
     "serve": serve,
@@ -85,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"cds-hooks {args.command}"
         if unknown:
             raise UsageError(f"unknown option {' '.join(unknown)}; see `{command} --help`")
-        return COMMANDS[args.command].run(args)
+        try:
+            return COMMANDS[args.command].run(args)
+        except SettingsError as error:  # a person's mistake in a CDS_* variable
+            raise setting_problem(error) from error
     except UsageError as error:
         if debug:
             traceback.print_exc()

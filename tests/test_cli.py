@@ -93,7 +93,7 @@ MISTAKES = [
         {},
         ["--to", "before", "--from"],
     ),
-    ("report bad format", ["report", "--format", "pdf"], {}, ["--format", "html"]),
+    ("report bad format", ["report", "--format", "pdf"], {}, ["--format", "json"]),
     ("call missing draft", ["call", "--fhir", "http://x", "--draft", "nope.json"], {}, ["nope"]),
     ("call bad draft", ["call", "--fhir", "http://x", "--draft", "{tmp}/list.json"], {}, ["JSON"]),
     ("call bad time", ["call", "--fhir", "http://x", "--draft", "{request}", "--now", "x"], {}, []),

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from cds_hooks.commands import UsageError, setting_problem
 
 HELP = "per-rule card outcomes (shown, accepted, overridden, reasons) over a date range"
-FORMATS = ("text", "csv", "json", "html")
+FORMATS = ("text", "csv", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="text",
-        help="text (default), csv, json, or html (one page with charts: > report.html)",
+        help="text (default), csv or json",
     )
     parser.add_argument(
         "--data-dir", help="the service's data folder (default: CDS_DATA_DIR, else var)"
@@ -58,19 +58,15 @@ def day(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cds_hooks.app import DEFAULTS
+    from cds_hooks import settings
     from cds_hooks.store import open_store
 
     start, last = parse_day(args.start), parse_day(args.end)
     if last < start:
         raise UsageError(f"--to {args.end} is before --from {args.start}; swap them")
-    config = {**DEFAULTS, **_env()}
-    if args.data_dir:
-        config["DATA_DIR"] = args.data_dir
-    if args.database_url:
-        config["DATABASE_URL"] = args.database_url
+    given = {"DATA_DIR": args.data_dir, "DATABASE_URL": args.database_url}
     try:
-        store = open_store(config)
+        store = open_store(settings.load({k: v for k, v in given.items() if v}).store)
     except ValueError as error:  # a bad CDS_* setting or --database-url
         raise setting_problem(error) from error
     try:
@@ -84,14 +80,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _text(report)
     return 0
-
-
-def _env() -> dict[str, str]:
-    """The CDS_* settings the store reads, as `create_app` would see them."""
-    import os
-
-    keys = ("DATA_DIR", "DATABASE_URL", "SQLITE_BUSY_TIMEOUT_MS")
-    return {k: os.environ[f"CDS_{k}"] for k in keys if f"CDS_{k}" in os.environ}
 
 
 def _rate(rate: float | None) -> str:

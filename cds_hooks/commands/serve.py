@@ -11,6 +11,7 @@ from typing import Any
 from cds_hooks.commands import UsageError, build_app, positive, setting_problem
 
 HELP = "run the service (gunicorn; --reload for the development server)"
+DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
 
 
 def port_number(text: str) -> int:
@@ -43,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=positive(int),
-        help="threads per worker, for calls waiting on FHIR servers (default: 4)",
+        default=DEFAULT_THREADS,
+        help="threads per worker, for calls waiting on FHIR servers (default: %(default)s)",
     )
     parser.add_argument(
         "--reload",
@@ -59,13 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.auth import BindRefused, check_bind_allowed
+    from cds_hooks.settings import load as load_settings
 
-    check_port(args.host, args.port)
-    app = build_app()
+    # Refuse a bad setting, an unsafe bind or a busy port before anything is opened (the
+    # database, the knowledge) or logged.
     try:
-        notice = check_bind_allowed(args.host, app.config, args.allow_unauthenticated)
+        notice = check_bind_allowed(args.host, load_settings(), args.allow_unauthenticated)
     except BindRefused as refused:
         raise UsageError(str(refused)) from None
+    check_port(args.host, args.port)
+    app = build_app()
     print(f"cds-hooks: {notice}", file=sys.stderr)
     where = f"http://{_bind(args.host, args.port)}/cds-services"
     if args.reload:
@@ -125,10 +130,10 @@ def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
         print(f"cds-hooks: serving on {where}", file=sys.stderr, flush=True)
 
     options = {
-        **gunicorn_conf.settings(app.config),
+        **gunicorn_conf.settings(app.config["SETTINGS"].fhir.deadline_seconds),
         "bind": [_bind(args.host, args.port)],
         "workers": args.workers or gunicorn_conf.default_workers(),
-        "threads": args.threads or gunicorn_conf.DEFAULT_THREADS,
+        "threads": args.threads,
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
         "when_ready": when_ready,
