@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -39,6 +40,11 @@ def quiet_env(monkeypatch, tmp_path):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("CDS_LOG_FORMAT", "text")
+    # evaluate and call log only errors: put the package logger back for the tests after these.
+    logger = logging.getLogger("cds_hooks")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 # (id, argv, environment, words the one line must contain). `{tmp}`, `{port}` (a busy port),
