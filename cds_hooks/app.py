@@ -6,7 +6,6 @@ parsed as JSON when they can be), then the mapping given to `create_app`.
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_hooks import auth, observability, openapi, preview, protocol
+from cds_hooks import auth, observability, openapi, outbound, preview, protocol
 from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cds_hooks.feedback import blueprint as feedback_blueprint
 from cds_hooks.fhir.read import parse_datetime
@@ -99,14 +98,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         config=app.config,
         knowledge=knowledge,
         templates=prefetch_templates(knowledge),
-        session=_session(),
+        session=_session(app.config),
         executor=ThreadPoolExecutor(int(app.config["FHIR_WORKERS"]), "fhir"),
         clock=_clock(app.config["NOW"]),
         store=open_store(app.config),
     )
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store
-    shared.verifier = auth.build_verifier(app.config, shared.store.replay)
+    shared.verifier = auth.build_verifier(app.config, shared.store.replay, shared.session)
     app.before_request(auth.require_client_jwt)
     _register_errors(app)
     _register_views(app)
@@ -127,13 +126,14 @@ def _features(app: Flask) -> list[Blueprint]:
     return features
 
 
-def _session() -> requests.Session:
-    session = requests.Session()
-    # Never let ~/.netrc or proxy variables replace the EHR's bearer token or reroute it.
-    session.trust_env = False
-    # Shared by every user's calls: a cookie one EHR call sets must not ride on the next one.
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
+def _session(config: Mapping[str, Any]) -> requests.Session:
+    """The one outbound session (FHIR and JWKS): destination policy, CA bundle, proxy."""
+    allow_private = str(config.get("FHIR_ALLOW_PRIVATE", False)).strip().lower()
+    return outbound.session(
+        outbound.Destinations(allow_private=allow_private in ("true", "1", "yes", "on")),
+        ca_bundle=str(config.get("CA_BUNDLE") or ""),
+        https_proxy=str(config.get("HTTPS_PROXY") or ""),
+    )
 
 
 def runtime() -> Runtime:

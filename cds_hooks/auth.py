@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import jwt
 import requests
 from flask import Response, current_app, jsonify, request
 from jwt.api_jws import PyJWS
 
+from cds_hooks import outbound
 from cds_hooks.errors import Unauthorized
 
 log = logging.getLogger(__name__)
@@ -179,8 +179,11 @@ def _issuer(iss: str, entry: Any, base: Path) -> Issuer:
 
 
 def _require_https(url: Any, where: str) -> None:
-    if not isinstance(url, str) or urlsplit(url).scheme != "https" or not urlsplit(url).hostname:
-        raise ValueError(f"{where}: {url!r} is not an https URL")
+    try:  # read as the HTTP library will connect to it (no user info, backslash, ...)
+        outbound.parse(url, schemes=("https",))
+    except outbound.UnsafeURL as error:
+        message = f"{where}: {str(url)[:200]!r} is not a usable https URL: {error}"
+        raise ValueError(message) from None
 
 
 def _static_keys(document: Any, where: str) -> dict[str, dict]:
@@ -297,7 +300,7 @@ class JwksCache:
                 stream=True,
                 headers={"Accept": "application/json"},
             )
-        except requests.RequestException as error:
+        except (requests.RequestException, outbound.DestinationRefused) as error:
             raise AuthError(f"JWKS fetch from {url[:200]} failed: {type(error).__name__}") from None
         try:
             if response.status_code != 200:
@@ -505,8 +508,16 @@ def _short(value: Any) -> str:
 # ---- wiring -----------------------------------------------------------------------------------
 
 
-def build_verifier(config: Mapping[str, Any], replay: ReplayStore | None = None) -> Verifier | None:
-    """The app's verifier, or None when no issuer is configured (authentication off)."""
+def build_verifier(
+    config: Mapping[str, Any],
+    replay: ReplayStore | None = None,
+    session: requests.Session | None = None,
+) -> Verifier | None:
+    """The app's verifier, or None when no issuer is configured (authentication off).
+
+    `session` is the app's outbound session (cds_hooks.outbound: the same URL and destination
+    policy as FHIR requests); a policy session with the defaults is made without one.
+    """
     issuers = load_issuers(config)
     algorithms = accepted_algorithms(config)
     if not issuers:
@@ -515,8 +526,8 @@ def build_verifier(config: Mapping[str, Any], replay: ReplayStore | None = None)
             "(`cds-hooks serve` then binds only a loopback address)"
         )
         return None
-    session = requests.Session()
-    session.trust_env = False  # no proxy or netrc rewriting where keys come from
+    if session is None:
+        session = outbound.session(outbound.Destinations())
     jwks = JwksCache(
         session,
         timeout=float(config.get("AUTH_JWKS_TIMEOUT_SECONDS", 2.0)),
