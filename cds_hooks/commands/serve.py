@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         print("cds-hooks: --workers and --threads must be at least 1", file=sys.stderr)
         return 2
-    app = create_app()
+    # The bind is checked before the app is built: a refused start opens no database.
     try:
-        notice = check_bind_allowed(args.host, app.config, args.allow_unauthenticated)
+        notice = check_bind_allowed(args.host, _environment(), args.allow_unauthenticated)
     except BindRefused as refused:
         print(f"cds-hooks: {refused}", file=sys.stderr)
         return 2
+    app = create_app()
     print(f"cds-hooks: {notice}", file=sys.stderr)
     where = _bind(args.host, args.port)
     print(f"cds-hooks: serving on http://{where}/cds-services", file=sys.stderr)
@@ -59,6 +60,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _gunicorn(app, args)
     return 0
+
+
+def _environment() -> dict[str, Any]:
+    """The settings the bind check reads, as create_app() will see them (CDS_* variables)."""
+    from flask import Config
+
+    from cds_hooks.app import DEFAULTS
+
+    config = Config(".", DEFAULTS)
+    config.from_prefixed_env("CDS")
+    return dict(config)
 
 
 def _bind(host: str, port: int) -> str:
