@@ -34,7 +34,7 @@ class RuleContext:
 
     @cached_property
     def current(self) -> list[MedOrder]:
-        return self.record.current(self.knowledge)
+        return self.record.current()
 
     def targets(self, *keys: str) -> list[MedOrder]:
         return [o for o in self.record.targets if o.has(*keys)]

@@ -234,7 +234,7 @@ def test_jku_urls_with_tricks_are_refused_at_start():
 
     for url in ("https://evil.example\\@ehr.example/jwks.json", "https://u@ehr.example/jwks"):
         with pytest.raises(ValueError, match="jku"):
-            load_issuers({"AUTH_ISSUERS": {"https://ehr.example": {"jku": [url]}}})
+            load_issuers({"https://ehr.example": {"jku": [url]}})
 
 
 # ---- destinations -------------------------------------------------------------------------------
