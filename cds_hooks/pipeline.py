@@ -99,7 +99,7 @@ def _call_service(
         response={"cards": [card for _finding, card in pairs]},
         sources=dict(data.sources),
         fired=result.fired,
-        skipped=sorted(result.skipped),
+        skipped=sorted({*result.skipped, *result.failed}),  # every rule that did not run
         drafts=[o.ref for o in record.drafts],
     )
     if runtime.store is not None:
