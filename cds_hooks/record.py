@@ -1,7 +1,7 @@
 """The patient record as the rules see it: resources indexed once per request, orders normalised.
 
 Built from the hook's draft orders and the resolved prefetch/fetched data. FHIR stays plain
-dicts (CONVENTIONS.md item 7); each MedicationRequest is read once into a `MedOrder` that knows
+dicts (docs/conventions.md); each MedicationRequest is read once into a `MedOrder` that knows
 its drug keys, route and name, so rules never re-parse codes.
 """
 
@@ -162,7 +162,7 @@ def build_record(
     if drafts is None:
         drafts = build_drafts(service, context, resources, medications, knowledge)
     meds = _medications(bundle_resources(context.get(service.drafts_field)), resources, medications)
-    by_type: dict[str, dict[str, Mapping]] = {}
+    by_type: dict[Any, dict[str, Mapping]] = {}  # keyed by resourceType as sent
     for key_resources in resources.values():
         for res in key_resources:
             if isinstance(res, dict):
@@ -196,7 +196,8 @@ def _medications(
     record's (the first source that has a reference wins)."""
     meds = dict(medications)
     for res in draft_resources:
-        if res.get("resourceType") == "Medication" and (ref := ref_of(res)):
+        ref = ref_of(res)
+        if res.get("resourceType") == "Medication" and ref:
             meds.setdefault(ref, res)
     on_record: dict[str, Mapping] = {}  # the last one of an id, as the record index keeps it
     for key_resources in resources.values():

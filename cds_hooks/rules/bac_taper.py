@@ -158,7 +158,7 @@ def _taper_finding(
     if end and not isinstance(target, Dose):
         facts["taper"] = "lower the dose step by step over several weeks to the new dose."
         return Finding(RULE_ID, card, draft.ref, facts, evidence)
-    steps = taper_steps(dose, target, ctx.settings)
+    steps = taper_steps(dose, target if isinstance(target, Dose) else None, ctx.settings)
     days = int(ctx.settings.value("step_days"))
     facts["weeks"] = max(1, math.ceil(len(steps) * days / 7))
     facts["taper"] = "; ".join(
