@@ -102,7 +102,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         session=_session(),
         executor=ThreadPoolExecutor(int(app.config["FHIR_WORKERS"]), "fhir"),
         clock=_clock(app.config["NOW"]),
-        store=open_store(app.config),
+        store=open_store(app.config, _clock(app.config["NOW"])),
     )
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store

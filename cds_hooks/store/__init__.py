@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -21,7 +21,14 @@ from cds_hooks.store.audit import CallAudit, PatientIds, write_call
 from cds_hooks.store.db import database_url, make_engine, migrate, writing
 from cds_hooks.store.replay import ReplayStore
 from cds_hooks.store.reports import Report, rule_report
-from cds_hooks.store.suppression import Candidate, SuppressionSettings, decide, fingerprint
+from cds_hooks.store.retention import Pruner, Retention, prune
+from cds_hooks.store.suppression import (
+    Candidate,
+    SuppressionSettings,
+    decide,
+    fingerprint,
+    record_shown,
+)
 
 __all__ = ["CallAudit", "Candidate", "Store", "SuppressionSettings", "open_store"]
 
@@ -34,6 +41,8 @@ class Store:
         patients: PatientIds | None = None,
         suppression: SuppressionSettings | None = None,
         keep_comments: bool = True,
+        retention: Retention | None = None,
+        clock: Callable[[], datetime] | None = None,
     ):
         migrate(engine)
         _fork_safe(engine)
@@ -41,7 +50,12 @@ class Store:
         self.patients = patients or PatientIds()
         self.suppression = suppression or SuppressionSettings()
         self.keep_comments = keep_comments
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.retention = retention or Retention(
+            suppression=max(self.suppression.select_sign_window, self.suppression.overridden_window)
+        )
         self.replay = ReplayStore(engine)
+        self._pruner = Pruner(self, engine, self.retention, self.clock)
 
     def fingerprint(
         self, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
@@ -55,6 +69,7 @@ class Store:
 
         Returns card uuid -> (why, earlier card uuid) for the cards not to show.
         """
+        self._pruner.ensure_started(os.getpid())
         with writing(self.engine, durable=False) as conn:
             suppressed = (
                 decide(conn, call.hook or "", candidates, self.suppression, call.called_at)
@@ -62,6 +77,7 @@ class Store:
                 else {}
             )
             write_call(conn, call, self.patients, candidates, suppressed)
+            record_shown(conn, call.hook or "", candidates, suppressed, call.called_at)
         return suppressed
 
     def save_feedback(
@@ -72,9 +88,18 @@ class Store:
         )
 
     def report(self, start: datetime, end: datetime) -> Report:
-        return rule_report(self.engine, start, end)
+        """Per-rule outcomes; the report says from when on the audit is still kept."""
+        report = rule_report(self.engine, start, end)
+        report.retention_days = self.retention.audit.days
+        report.kept_since = self.retention.kept_since(self.clock())
+        return report
+
+    def prune(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete what is past retention now (the background thread does this every interval)."""
+        return prune(self.engine, self.retention, now or self.clock())
 
     def close(self) -> None:
+        self._pruner.stop()
         self.engine.dispose()
 
 
@@ -96,26 +121,42 @@ def _fork_safe(engine: Engine) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
-def open_store(config: Mapping[str, Any]) -> Store:
+def open_store(config: Mapping[str, Any], clock: Callable[[], datetime] | None = None) -> Store:
     """The Store for an app's configuration (keys in app.DEFAULTS, documented in storage.md)."""
     engine = make_engine(
         database_url(config),
         synchronous=str(config.get("SQLITE_SYNCHRONOUS", "FULL")),
         busy_timeout_ms=int(config.get("SQLITE_BUSY_TIMEOUT_MS", 5000)),
     )
+    suppression = SuppressionSettings(
+        select_sign=_flag(config.get("SUPPRESS_SELECT_SIGN", True)),
+        select_sign_window=timedelta(minutes=float(config.get("SELECT_SIGN_WINDOW_MINUTES", 240))),
+        overridden_window=timedelta(hours=float(config.get("SUPPRESS_OVERRIDDEN_HOURS", 24))),
+    )
     return Store(
         engine,
         patients=PatientIds(
             str(config.get("AUDIT_PATIENT_ID", "plain")), str(config.get("AUDIT_PATIENT_KEY", ""))
         ),
-        suppression=SuppressionSettings(
-            select_sign=_flag(config.get("SUPPRESS_SELECT_SIGN", True)),
-            select_sign_window=timedelta(
-                minutes=float(config.get("SELECT_SIGN_WINDOW_MINUTES", 240))
-            ),
-            overridden_window=timedelta(hours=float(config.get("SUPPRESS_OVERRIDDEN_HOURS", 24))),
-        ),
+        suppression=suppression,
         keep_comments=_flag(config.get("FEEDBACK_KEEP_COMMENTS", True)),
+        retention=_retention(config, suppression),
+        clock=clock,
+    )
+
+
+def _retention(config: Mapping[str, Any], suppression: SuppressionSettings) -> Retention:
+    # Read here alone so the switch to the typed settings object is one edit.
+    days = int(config.get("AUDIT_RETENTION_DAYS", 400))
+    interval = float(config.get("PRUNE_INTERVAL_SECONDS", 600))
+    if days < 1:
+        raise ValueError(f"CDS_AUDIT_RETENTION_DAYS: got {days}; expected an integer >= 1")
+    if interval < 0:
+        raise ValueError(f"CDS_PRUNE_INTERVAL_SECONDS: got {interval}; expected a number >= 0")
+    return Retention(
+        audit=timedelta(days=days),
+        suppression=max(suppression.select_sign_window, suppression.overridden_window),
+        interval_seconds=interval,
     )
 
 
