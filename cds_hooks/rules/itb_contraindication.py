@@ -1,11 +1,14 @@
 """ITB-CONTRAINDICATION: what precludes an intrathecal catheter for intrathecal baclofen.
 
 When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
-  - an anticoagulant (warfarin, heparins, fondaparinux, DOACs...) is current therapy or another
-    draft: critical (with the `include_p2y12_antiplatelets` setting, P2Y12 antiplatelets too);
+  - an anticoagulant (warfarin, heparins, fondaparinux, DOACs...) or a P2Y12 antiplatelet
+    (clopidogrel, prasugrel, ticagrelor, ticlopidine; `include_p2y12_antiplatelets`, on by
+    default: the guideline asks for them to be stopped before high bleeding-risk procedures such
+    as intrathecal catheter and pump implantation) is current therapy or another draft: critical;
   - a coagulopathy / bleeding disorder is on the problem list, or the latest usable INR is above
-    `inr_max` or the latest platelet count below `platelets_min` (labs within common.json
-    `lab_lookback_days`; older or missing labs give no card, never a guess): critical;
+    `inr_max` or the latest platelet count below `platelets_min` (LOCAL thresholds, defaults 1.5
+    and 100 x10^9/L: no cited source gives one; labs within common.json `lab_lookback_days`;
+    older or missing labs give no card, never a guess): critical;
   - an active systemic infection (sepsis, bacteremia, meningitis, epidural abscess) or a skin or
     soft-tissue infection of the back, where the catheter goes in: critical. An acute systemic
     infection recorded as active with an onset (else recorded date) more than
@@ -21,12 +24,15 @@ When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
 Then one card per category of finding, each naming its evidence, with a cancel suggestion.
 Not for an order being stopped (a stop is not an insertion), and, with the
 `established_pump_is_not_insertion` setting, not while another ITB order is active or on-hold on
-record (a pump is in place: the draft is a refill or dose change; ASRA/ESRA class refills as low
-risk). Only a record order in a status that means it is running counts, and never one with the id
+record (a pump is in place: the draft is a refill or dose change, not a catheter insertion).
+Only a record order in a status that means it is running counts, and never one with the id
 of a draft in this session: EHRs return the draft itself in their MedicationRequest search, and
 that must not silence the checks on itself.
-Source: [G] "Contraindications for ITB": anticoagulant therapy, coagulopathy, local or systemic
-infection, or anatomical spinal abnormalities preclude intrathecal catheter insertion.
+Sources: [G] "Contraindications for ITB": anticoagulant therapy, coagulopathy, local or systemic
+infection, or anatomical spinal abnormalities preclude intrathecal catheter insertion; the
+interventional pain guideline (Narouze 2018, doi 10.1097/AAP.0000000000000700) for the procedure's
+bleeding risk and P2Y12 antiplatelets. Not the label: its only contraindications are
+hypersensitivity and non-intrathecal routes.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     codings,
@@ -47,7 +54,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
-from cds_hooks.terminology import normalize_code, normalize_system, system_name
+from cds_hooks.terminology import system_name
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +125,8 @@ def _anticoagulant(order, ctx) -> Found:
     )
     names = " and ".join(dict.fromkeys(o.name for o in others))
     evidence = tuple(_medication_line(o, ctx) for o in others)
-    return "anticoagulant", {"anticoagulant": names, "drug_class": drug_class}, evidence
+    card = "anticoagulant" if drug_class == "anticoagulant" else "antiplatelet"
+    return card, {"anticoagulant": names, "drug_class": drug_class}, evidence
 
 
 def _bleeding_risk(order, ctx) -> Found:
@@ -212,37 +220,34 @@ def _spinal_abnormality(order, ctx) -> Found:
 
 def _is_new_therapy(order, ctx) -> bool:
     """A draft that starts or continues ITB; a stop or cancel is not an insertion."""
-    return order.status is None or order.status in ctx.knowledge.data_setting(
-        "current_medication_statuses"
-    )
+    return order.current
 
 
 def _pump(ctx) -> bool:
     """Another intrathecal baclofen order is running on record: a pump is already in place.
 
-    Running = a current status (common.json) other than "draft" (active, on-hold): a draft is not
-    a pump in place, and EHRs echo the session's own drafts in their search results, so a record
-    order with the id of any draft in this session does not count either.
+    Running = active or on-hold (`fhir.status.order_running`): a draft is not a pump in place,
+    and EHRs echo the session's own drafts in their search results, so a record order with the id
+    of any draft in this session does not count either.
     """
-    running = set(ctx.knowledge.data_setting("current_medication_statuses")) - {"draft"}
     drafts = {o.ref for o in ctx.record.drafts}
     return any(
-        o.intrathecal and o.has(BACLOFEN) and o.status in running and o.ref not in drafts
+        o.intrathecal and o.has(BACLOFEN) and status.order_running(o.status) and o.ref not in drafts
         for o in ctx.record.history
     )
 
 
 def _latest(ctx, name: str) -> Mapping | None:
     """The most recent usable Observation in the rule's value set `name`, within the look-back."""
-    codes = ctx.knowledge.code_set(*ctx.settings.keys(name))
-    usable = set(ctx.knowledge.data_setting("usable_observation_statuses"))
+    keys = ctx.settings.keys(name)
+    terminology = ctx.knowledge.terminology
     lookback = int(ctx.knowledge.data_setting("lab_lookback_days"))
     now = ctx.now if ctx.now.tzinfo else ctx.now.replace(tzinfo=UTC)
     best: tuple[datetime, Mapping] | None = None
     for obs in ctx.record.observations:
-        if not _coded_in(obs.get("code"), codes):
+        if not terminology.in_valueset(obs.get("code"), *keys):
             continue
-        if text(obs.get("status")) not in usable:
+        if not status.observation_usable(obs):
             continue
         moment = effective_time(obs)
         if moment is None or moment > now + FUTURE_TOLERANCE:
@@ -255,16 +260,6 @@ def _latest(ctx, name: str) -> Mapping | None:
         if best is None or moment > best[0]:
             best = (moment, obs)
     return best[1] if best else None
-
-
-def _coded_in(concept, codes: frozenset[tuple[str, str]]) -> bool:
-    """A coding of `concept` is in `codes`; read with the tolerant readers, aliases normalised."""
-    for system, code, _display in codings(concept):
-        if system and code:
-            canonical = normalize_system(system)
-            if (canonical, normalize_code(canonical, code)) in codes:
-                return True
-    return False
 
 
 def _inr_above(obs: Mapping, limit: float) -> str | None:
