@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import jwt
 import requests
@@ -311,7 +311,7 @@ class JwksCache:
             cached = self._sets.get(url)
             now = self._clock()
             fresh = cached is not None and now - cached.fetched_at < self._max_age
-            if fresh and kid in cached.keys:
+            if fresh and cached is not None and kid in cached.keys:
                 return cached.keys[kid]
             may_fetch = cached is None or now - cached.fetched_at >= self._min_refresh
             if may_fetch:
@@ -525,7 +525,7 @@ def _json_object(payload: bytes) -> dict[str, Any]:
     return claims
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 

@@ -19,10 +19,10 @@ import requests
 from cds_hooks import protocol
 from cds_hooks.auth import Claims, Verifier
 from cds_hooks.cards import Finding
-from cds_hooks.engine import evaluate
+from cds_hooks.engine import Evaluation, evaluate, triggers
 from cds_hooks.fhir.resolver import client_for, resolve
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.record import PatientRecord, build_record
+from cds_hooks.record import PatientRecord, build_drafts, build_record
 from cds_hooks.services import Service
 from cds_hooks.store import CallAudit, Caller, Candidate, Store
 
@@ -44,6 +44,10 @@ class Runtime:
     clock: Callable[[], datetime]
     store: Store | None = None  # audit, feedback, repeat suppression (docs/storage.md)
     verifier: Verifier | None = None  # client JWT check; None: auth off (docs/security.md)
+
+    def __post_init__(self) -> None:
+        # The rules' trigger sets, resolved (and checked) at start: the fast exit's one source.
+        triggers(self.knowledge)
 
 
 @dataclass
@@ -100,10 +104,24 @@ def _call_service(
         for key, reason in data.failures.items()
         if data.sources.get(key) == "failed"
     }
-    record = build_record(
-        service, body["context"], data.resources, data.medications, unavailable, runtime.knowledge
-    )
-    result = evaluate(record, runtime.knowledge, runtime.clock())
+    knowledge = runtime.knowledge
+    drafts = build_drafts(service, body["context"], data.resources, data.medications, knowledge)
+    if triggers(knowledge).relevant(o for o in drafts if o.selected):
+        record = build_record(
+            service,
+            body["context"],
+            data.resources,
+            data.medications,
+            unavailable,
+            knowledge,
+            drafts,
+        )
+        result = evaluate(record, knowledge, runtime.clock())
+    else:
+        # Fast exit: no targeted draft is in any rule's trigger set, so no rule would run
+        # (engine.evaluate gates on the same keys); the rest of the record is never built.
+        record = PatientRecord(service.hook, None, [], drafts, [], [], [], dict(unavailable))
+        result = Evaluation()
     pairs = result.carded(runtime.knowledge)
     call = CallResult(
         response={"cards": [card for _finding, card in pairs]},

@@ -265,7 +265,9 @@ def writing(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
         info = conn.connection.info  # lives as long as the DBAPI connection
         level = info.get("synchronous", "FULL") if durable else "NORMAL"
         if info.get("current") != level:
-            conn.connection.dbapi_connection.execute(f"PRAGMA synchronous = {level}")
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None  # a checked-out connection has one
+            dbapi.execute(f"PRAGMA synchronous = {level}")
             info["current"] = level
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
@@ -320,7 +322,8 @@ class _WriteLock:
     def _descriptor(self) -> int:
         # flock belongs to an open file description, which a fork shares: each process opens
         # its own, or two gunicorn workers would hold "the same" lock at once.
-        if self._pid != os.getpid():
+        assert self._path is not None  # only called when there is a lock file
+        if self._fd is None or self._pid != os.getpid():
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
         return self._fd
