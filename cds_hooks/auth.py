@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import jwt
 import requests
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from jwt.api_jws import PyJWS
 
 from cds_hooks import outbound
@@ -618,6 +618,7 @@ def require_client_jwt() -> Response | None:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    g.client_claims = claims  # who is calling, for the pipeline (FHIR allowlist, scoping)
     log.debug("client JWT ok: iss=%s kid=%s", claims.iss[:200], claims.kid[:64])
     return None
 

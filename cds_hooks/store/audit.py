@@ -107,6 +107,7 @@ def _card_row(
         "shown": why is None,
         "suppressed_by": why,
         "earlier_card": earlier,
+        "client": c.client,
     }
 
 
