@@ -14,7 +14,7 @@ from cds_hooks.clinical.labs import (
     unit_table,
     usable_time,
 )
-from tests.factories import LOINC
+from tests.factories import LOINC, observation
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 INR = ("6301-6", "INR in Platelet poor plasma by Coagulation assay")
@@ -53,15 +53,9 @@ def test_unit_tables_and_lookups_agree():
     assert unit_factor("garbage", table) is None
 
 
-def observation(oid, *, when="2026-11-17T08:00:00Z", status="final", system=LOINC):
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": status,
-        "code": {"coding": [{"system": system, "code": INR[0]}]},
-        "effectiveDateTime": when,
-        "valueQuantity": {"value": 1.1},
-    }
+def lab(oid, *, when="2026-11-17T08:00:00Z", status="final", system=LOINC):
+    """An INR result from the shared factory."""
+    return observation(oid, INR, 1.1, None, when=when, status=status, system=system)
 
 
 @pytest.mark.parametrize(
@@ -78,13 +72,13 @@ def observation(oid, *, when="2026-11-17T08:00:00Z", status="final", system=LOIN
     ],
 )
 def test_usable_time(fields, usable):
-    assert (usable_time(observation("o1", **fields), NOW, 30) is not None) is usable
+    assert (usable_time(lab("o1", **fields), NOW, 30) is not None) is usable
 
 
 def test_latest_usable_by_value_set(knowledge):
-    older = observation("old", when="2026-11-10")
-    newer = observation("new", when="2026-11-18", system="urn:oid:2.16.840.1.113883.6.1")
-    amended_away = observation("gone", when="2026-11-19", status="entered-in-error")
+    older = lab("old", when="2026-11-10")
+    newer = lab("new", when="2026-11-18", system="urn:oid:2.16.840.1.113883.6.1")
+    amended_away = lab("gone", when="2026-11-19", status="entered-in-error")
     found = latest_usable(
         [older, newer, amended_away], knowledge.terminology, ["observation/inr"], NOW, 30
     )
