@@ -73,3 +73,12 @@ def test_core_packages_run_nothing_on_import(package):
 def test_the_rule_api_imports_no_rule():
     found = imports(PACKAGE / "rules" / "context.py")
     assert not [name for name in found if name.startswith("cds_hooks.rules")]
+
+
+def test_every_rule_has_the_typed_signature():
+    """evaluate(ctx: RuleContext) -> list[Finding]: rules/context.py is the rule API."""
+    from cds_hooks.rules import RULES
+
+    for rule in RULES:
+        annotations = rule.evaluate.__annotations__
+        assert annotations == {"ctx": "RuleContext", "return": "list[Finding]"}, rule.id
