@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from typing import Any
 
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=default_workers(),
-        help="worker processes (default: one per CPU core available, at least 2)",
+        help="worker processes (default: one per usable CPU, capped by the cgroup CPU quota)",
     )
     parser.add_argument(
         "--threads",
@@ -40,12 +42,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.app import create_app
-    from cds_hooks.auth import BindRefused, check_bind_allowed
+    from cds_hooks.observability import use_multiprocess_dir
 
     if args.workers < 1 or args.threads < 1:
         print("cds-hooks: --workers and --threads must be at least 1", file=sys.stderr)
         return 2
-    app = create_app()
+    # gunicorn workers write their metrics to files in one folder, so /metrics adds them up.
+    metrics_dir, temporary = ("", False) if args.reload else use_multiprocess_dir()
+    master = os.getpid()
+    try:
+        return _serve(create_app(), args)
+    finally:
+        # Workers are forked inside _serve and leave through here too: only the master cleans up.
+        if temporary and os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(app: Any, args: argparse.Namespace) -> int:
+    from cds_hooks.auth import BindRefused, check_bind_allowed
+
     try:
         notice = check_bind_allowed(args.host, app.config, args.allow_unauthenticated)
     except BindRefused as refused:
@@ -78,6 +93,7 @@ def _gunicorn(app: Any, args: argparse.Namespace) -> None:
         "threads": args.threads,
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
+        "child_exit": gunicorn_conf.child_exit,  # /metrics: every worker's files, one folder
         "proc_name": "cds-hooks",
     }
 
