@@ -44,10 +44,6 @@ def concept_text(concept: Any) -> str | None:
     return None
 
 
-def has_code(concept: Any, system: str, code: str) -> bool:
-    return any(s == system and c == code for s, c, _ in codings(concept))
-
-
 def reference(value: Any) -> str | None:
     return text(as_dict(value).get("reference"))
 

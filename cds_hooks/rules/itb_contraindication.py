@@ -47,7 +47,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
-from cds_hooks.terminology import normalize_code, normalize_system, system_name
+from cds_hooks.terminology import system_name
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +234,14 @@ def _pump(ctx) -> bool:
 
 def _latest(ctx, name: str) -> Mapping | None:
     """The most recent usable Observation in the rule's value set `name`, within the look-back."""
-    codes = ctx.knowledge.code_set(*ctx.settings.keys(name))
+    keys = ctx.settings.keys(name)
+    terminology = ctx.knowledge.terminology
     usable = set(ctx.knowledge.data_setting("usable_observation_statuses"))
     lookback = int(ctx.knowledge.data_setting("lab_lookback_days"))
     now = ctx.now if ctx.now.tzinfo else ctx.now.replace(tzinfo=UTC)
     best: tuple[datetime, Mapping] | None = None
     for obs in ctx.record.observations:
-        if not _coded_in(obs.get("code"), codes):
+        if not terminology.in_valueset(obs.get("code"), *keys):
             continue
         if text(obs.get("status")) not in usable:
             continue
@@ -255,16 +256,6 @@ def _latest(ctx, name: str) -> Mapping | None:
         if best is None or moment > best[0]:
             best = (moment, obs)
     return best[1] if best else None
-
-
-def _coded_in(concept, codes: frozenset[tuple[str, str]]) -> bool:
-    """A coding of `concept` is in `codes`; read with the tolerant readers, aliases normalised."""
-    for system, code, _display in codings(concept):
-        if system and code:
-            canonical = normalize_system(system)
-            if (canonical, normalize_code(canonical, code)) in codes:
-                return True
-    return False
 
 
 def _inr_above(obs: Mapping, limit: float) -> str | None:
