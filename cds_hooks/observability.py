@@ -7,7 +7,7 @@ practice: never log tokens); the formatter also masks anything shaped like a bea
 JWT, in case a message from elsewhere quotes one.
 
 Metrics live in a registry per app (tests build many apps). Under gunicorn, `cds-hooks serve`
-turns on prometheus_client's multiprocess mode (`use_multiprocess_dir`): every worker writes its
+turns on prometheus_client's multiprocess mode (`multiprocess_metrics`): every worker writes its
 values to files in one folder (PROMETHEUS_MULTIPROC_DIR, else a temporary folder), cleared at
 start, and /metrics adds up every worker, not just the one that answers the scrape.
 """
@@ -18,11 +18,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -171,28 +173,43 @@ class Metrics:
 _VALUE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 
-def use_multiprocess_dir(directory: str | None = None) -> tuple[str, bool]:
-    """Multiprocess metrics for gunicorn workers; call before the app makes its metrics.
+@contextmanager
+def multiprocess_metrics(directory: str | None = None) -> Iterator[str]:
+    """Multiprocess metrics for gunicorn workers while the block runs; enter it before the app
+    makes its metrics.
 
     The folder is `directory`, else $PROMETHEUS_MULTIPROC_DIR, else a new temporary folder
-    (returned with True: the caller removes it on exit). Value files left by an earlier server
-    are removed, or /metrics would add the old run's counts to this one's.
+    (removed at the end). Value files left by an earlier server are removed, or /metrics would
+    add the old run's counts to this one's. At the end the process is put back as it was (only
+    in the process that entered: forked workers leave through the block too).
     """
-    created = False
-    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or ""
-    if not directory:
-        directory, created = tempfile.mkdtemp(prefix="cds-hooks-metrics-"), True
+    from prometheus_client import values
+
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = directory or before or ""
+    created = not directory
+    if created:
+        directory = tempfile.mkdtemp(prefix="cds-hooks-metrics-")
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     for pattern in _VALUE_FILES:
         for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)
+    owner = os.getpid()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    from prometheus_client import values
-
     # prometheus_client picks its value class when first imported (the CLI imports it early).
     values.ValueClass = values.get_value_class()
-    return str(folder), created
+    try:
+        yield str(folder)
+    finally:
+        if os.getpid() == owner:
+            if before is None:
+                os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            else:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
+            values.ValueClass = values.get_value_class()
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_exited(pid: int) -> None:

@@ -230,3 +230,19 @@ def test_serve_removes_the_temporary_metrics_folder_it_made(tmp_path):
         os.environ.clear()
         os.environ.update(old)
     assert not made.exists()
+
+
+def test_a_refused_serve_leaves_this_process_metrics_as_they_were(monkeypatch, tmp_path):
+    import tempfile
+
+    from prometheus_client import values
+
+    from cds_hooks import cli
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2  # no issuers: refused
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert values.ValueClass is values.MutexValue
+    assert not list(tmp_path.glob("cds-hooks-metrics-*"))  # its temporary folder is gone

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from typing import Any
 
@@ -42,20 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.app import create_app
-    from cds_hooks.observability import use_multiprocess_dir
+    from cds_hooks.observability import multiprocess_metrics
 
     if args.workers < 1 or args.threads < 1:
         print("cds-hooks: --workers and --threads must be at least 1", file=sys.stderr)
         return 2
-    # gunicorn workers write their metrics to files in one folder, so /metrics adds them up.
-    metrics_dir, temporary = ("", False) if args.reload else use_multiprocess_dir()
-    master = os.getpid()
-    try:
+    if args.reload:
         return _serve(create_app(), args)
-    finally:
-        # Workers are forked inside _serve and leave through here too: only the master cleans up.
-        if temporary and os.getpid() == master:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    # gunicorn workers write their metrics to files in one folder, so /metrics adds them up.
+    with multiprocess_metrics():
+        return _serve(create_app(), args)
 
 
 def _serve(app: Any, args: argparse.Namespace) -> int:
