@@ -426,20 +426,6 @@ def test_age_years(birth, expected):
     assert age_years(None, NOW) is None
 
 
-def test_status_lists_are_parameters():
-    preliminary = obs("2164-2", 22, status="preliminary")
-    assert run([preliminary]) is not None
-    assert run([preliminary], usable_observation_statuses=["final"]) is None
-    relapse = condition(ICD10CM, "N18.5", clinical="relapse")
-    assert run([], [relapse]) is not None
-    assert run([], [relapse], active_condition_statuses=["active"]) is None
-    provisional = condition(
-        ICD10CM, "N18.5", verificationStatus={"coding": [{"code": "provisional"}]}
-    )
-    assert run([], [provisional]) is not None
-    assert run([], [provisional], excluded_verification_statuses=["provisional"]) is None
-
-
 def test_cockcroft_gault_minimum_age_is_a_parameter():
     observations = [obs("2160-0", 2.0, "mg/dL"), obs("29463-7", 70, "kg")]
     aged_17 = {**MALE_72, "birthDate": "2009-01-01"}

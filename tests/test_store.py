@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from cds_hooks import create_app
-from cds_hooks.store import open_store
+from cds_hooks.store import StoreSettings, open_store
 from cds_hooks.store.audit import PatientIds
 from cds_hooks.store.db import LATEST, cards, hook_calls, make_engine, migrate, schema_version
 from cds_hooks.store.replay import ReplayStore
@@ -272,6 +272,6 @@ def test_postgresql_round_trip(knowledge, postgres_schema):
 
 
 def test_open_store_with_an_in_memory_database():
-    store = open_store({"DATABASE_URL": "sqlite://"})
+    store = open_store(StoreSettings(database_url="sqlite://"))
     assert store.replay.remember("x", datetime.now(UTC) + timedelta(minutes=1))
     store.close()

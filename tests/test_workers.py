@@ -77,4 +77,4 @@ def test_no_cgroup_files_means_no_quota(tmp_path):
 
 def test_serve_and_the_gunicorn_settings_use_the_default(monkeypatch):
     monkeypatch.setattr(gunicorn_conf, "default_workers", lambda *a, **k: 3)
-    assert gunicorn_conf.settings({})["workers"] == 3
+    assert gunicorn_conf.settings(2.5)["workers"] == 3

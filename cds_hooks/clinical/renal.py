@@ -16,8 +16,8 @@ Priority, by calendar day (UTC) of the result:
 3. an active CKD stage 4-5 / ESRD / dialysis Condition.
 
 The ``dialysis`` flag is set whenever an active dialysis Condition exists, whatever the source of
-the value. Thresholds, look-backs and the status lists are the caller's (rule settings and
-knowledge/common.json); the defaults here are the same values.
+the value. Thresholds and look-backs are the caller's (rule settings and knowledge/common.json);
+the defaults here are the same values. Which statuses count is `cds_hooks.fhir.status`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     as_list,
@@ -38,17 +39,12 @@ from cds_hooks.fhir.read import (
     parse_date,
     quantity,
     ref_of,
-    status_code,
     text,
 )
 from cds_hooks.terminology import Terminology, system_name
 
 log = logging.getLogger(__name__)
 
-# Defaults only: the service passes the lists in knowledge/common.json (same values).
-USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
-ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
-EXCLUDED_VERIFICATION_STATUSES = frozenset({"refuted", "entered-in-error"})
 MIN_COCKCROFT_GAULT_AGE = 18  # the equation was derived in adults
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew / time zones; later results are data errors
 
@@ -224,15 +220,12 @@ def _aware(now: datetime) -> datetime:
     return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
-def _usable_time(
-    obs: Mapping, now: datetime, max_age_days: int, usable: frozenset[str]
-) -> datetime | None:
+def _usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | None:
     """The effective time of a usable Observation (status, age), else None."""
     if obs.get("resourceType", "Observation") != "Observation":
         return None
-    status = text(obs.get("status"))
-    if status not in usable:
-        log.debug("renal: %s skipped, status %r", ref_of(obs), status)
+    if not status.observation_usable(obs):
+        log.debug("renal: %s skipped, status %r", ref_of(obs), obs.get("status"))
         return None
     moment = effective_time(obs)
     if moment is None:
@@ -298,7 +291,6 @@ def _clearance_readings(
     codes: _Codes,
     now: datetime,
     max_age_days: int,
-    usable: frozenset[str],
 ) -> list[_Reading]:
     readings = []
     for obs in observations:
@@ -307,7 +299,7 @@ def _clearance_readings(
         component_hits = [(c, codes.match(c.get("code"))) for c in components]
         if top is None and not any(hit for _c, hit in component_hits):
             continue
-        moment = _usable_time(obs, now, max_age_days, usable)
+        moment = _usable_time(obs, now, max_age_days)
         if moment is None:
             continue
         value = None
@@ -345,14 +337,13 @@ def _latest_amount(
     units: Mapping[str, float],
     now: datetime,
     max_age_days: int,
-    usable: frozenset[str],
 ) -> tuple[datetime, float, tuple[float, str], Mapping] | None:
     """(when, value in the table's base unit, value as shown, observation) of the latest usable."""
     best = None
     for obs in observations:
         if codes.match(obs.get("code")) is None:
             continue
-        moment = _usable_time(obs, now, max_age_days, usable)
+        moment = _usable_time(obs, now, max_age_days)
         if moment is None:
             continue
         qty = as_dict(obs.get("valueQuantity"))
@@ -382,7 +373,6 @@ def _cockcroft_gault(
     codes: _RenalCodes,
     now: datetime,
     max_age_days: int,
-    usable: frozenset[str],
     min_age_years: int,
 ) -> RenalFunction | None:
     gender = as_dict(patient).get("gender")
@@ -391,9 +381,9 @@ def _cockcroft_gault(
     if factor is None or age is None or age < min_age_years:
         return None
     creatinine = _latest_amount(
-        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days, usable
+        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days
     )
-    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days, usable)
+    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days)
     if creatinine is None or weight is None:
         return None
     scr_when, scr_mg_dl, (scr_value, scr_unit), scr_obs = creatinine
@@ -422,34 +412,14 @@ def _cockcroft_gault(
     )
 
 
-def _status(resource: Mapping, field: str) -> str | None:
-    value = resource.get(field)
-    return value if isinstance(value, str) else status_code(resource, field)  # STU3: plain code
-
-
-def _condition_is_active(
-    condition: Mapping, active: frozenset[str], excluded: frozenset[str]
-) -> bool:
-    """In an active clinicalStatus, or none and no abatement; not in an excluded verification."""
-    if _status(condition, "verificationStatus") in excluded:
-        return False
-    clinical = _status(condition, "clinicalStatus")
-    if clinical is None:
-        return not any(
-            key.startswith("abatement") and value not in (None, False, "")
-            for key, value in condition.items()
-        )
-    return clinical in active
-
-
 def _kidney_conditions(
-    conditions: list[Mapping], codes: _RenalCodes, active: frozenset[str], excluded: frozenset[str]
+    conditions: list[Mapping], codes: _RenalCodes
 ) -> tuple[list[tuple[Mapping, tuple]], list[tuple[Mapping, tuple]]]:
     dialysis, severe = [], []
     for condition in conditions:
         if condition.get("resourceType", "Condition") != "Condition":
             continue
-        if not _condition_is_active(condition, active, excluded):
+        if not status.condition_present(condition):
             continue
         # Checked independently: "ESRD on dialysis" codes may sit in both sets.
         if hit := codes.dialysis.match(condition.get("code")):
@@ -473,13 +443,12 @@ def _measured(
     codes: _RenalCodes,
     now: datetime,
     lookback_days: int,
-    usable: frozenset[str],
 ) -> tuple[str, _Reading] | None:
     """The latest measured reading as (kind, reading): the newest day wins, CrCl on a tie."""
     best: tuple[tuple, str, _Reading] | None = None
     # Rank: later day first; on the same day creatinine clearance before eGFR; then later time.
     for rank, (kind, code_set) in enumerate((("crcl", codes.crcl), ("egfr", codes.egfr))):
-        for reading in _clearance_readings(observations, code_set, now, lookback_days, usable):
+        for reading in _clearance_readings(observations, code_set, now, lookback_days):
             key = (_day(reading.when), -rank, reading.when)
             if best is None or key > best[0]:
                 best = (key, kind, reading)
@@ -496,38 +465,28 @@ def renal_function(
     cockcroft_gault_max_age_days: int = 90,
     *,
     value_sets: RenalValueSets = RenalValueSets(),
-    usable_observation_statuses: Iterable[str] = USABLE_OBSERVATION_STATUSES,
-    active_condition_statuses: Iterable[str] = ACTIVE_CLINICAL_STATUSES,
-    excluded_verification_statuses: Iterable[str] = EXCLUDED_VERIFICATION_STATUSES,
     cockcroft_gault_min_age_years: int = MIN_COCKCROFT_GAULT_AGE,
 ) -> RenalFunction | None:
     """The patient's kidney function by the priority in the module docstring, or None if unknown.
 
-    Observations count when their status is in `usable_observation_statuses` and they are at
-    most `lookback_days` calendar days old (creatinine and weight for Cockcroft-Gault: at most
+    Observations count when `fhir.status` finds them usable and they are at most
+    `lookback_days` calendar days old (creatinine and weight for Cockcroft-Gault: at most
     `cockcroft_gault_max_age_days`, and the patient must be `cockcroft_gault_min_age_years` or
     older with gender male or female). Codes are matched against the value sets named in
-    `value_sets`, by the one matcher (`Terminology`). Conditions count when their
-    clinicalStatus is in `active_condition_statuses` (or absent, with no abatement) and their
-    verificationStatus is not in `excluded_verification_statuses`.
+    `value_sets`, by the one matcher (`Terminology`). Conditions count when `fhir.status` finds
+    them present.
     """
     now = _aware(now)
     codes = _RenalCodes.of(terminology, value_sets)
-    usable = frozenset(usable_observation_statuses)
     observations = [o for o in observations if isinstance(o, Mapping)]
     conditions = [c for c in conditions if isinstance(c, Mapping)]
-    dialysis, severe = _kidney_conditions(
-        conditions,
-        codes,
-        frozenset(active_condition_statuses),
-        frozenset(excluded_verification_statuses),
-    )
+    dialysis, severe = _kidney_conditions(conditions, codes)
     on_dialysis = bool(dialysis)
 
-    measured = _measured(observations, codes, now, lookback_days, usable)
+    measured = _measured(observations, codes, now, lookback_days)
     max_age = min(lookback_days, cockcroft_gault_max_age_days)
     estimate = _cockcroft_gault(
-        observations, patient, codes, now, max_age, usable, cockcroft_gault_min_age_years
+        observations, patient, codes, now, max_age, cockcroft_gault_min_age_years
     )
     # The estimate only when its creatinine is from a later day than the measured value: a
     # measured value of the same day is the better figure.

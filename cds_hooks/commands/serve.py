@@ -9,15 +9,18 @@ from typing import Any
 HELP = "run the service (gunicorn; --reload for the development server)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cds_hooks.gunicorn_conf import DEFAULT_THREADS, default_workers
+DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # gunicorn_conf is imported only when serving: as a gunicorn config file it reads the
+    # settings at import, and a bad CDS_* value must not break `cds-hooks --help`.
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
         "--workers",
         type=int,
-        default=default_workers(),
+        default=None,
         help="worker processes (default: one per usable CPU, capped by the cgroup CPU quota)",
     )
     parser.add_argument(
@@ -40,33 +43,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.app import create_app
+    from cds_hooks.auth import BindRefused, check_bind_allowed
+    from cds_hooks.gunicorn_conf import default_workers
     from cds_hooks.observability import multiprocess_metrics
+    from cds_hooks.settings import load as load_settings
 
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 1 or args.threads < 1:
         print("cds-hooks: --workers and --threads must be at least 1", file=sys.stderr)
         return 2
-    if args.reload:
-        return _serve(create_app(), args)
-    # gunicorn workers write their metrics to files in one folder, so /metrics adds them up.
-    with multiprocess_metrics():
-        return _serve(create_app(), args)
-
-
-def _serve(app: Any, args: argparse.Namespace) -> int:
-    from cds_hooks.auth import BindRefused, check_bind_allowed
-
+    # Refuse an unsafe bind before anything is opened (the database, the knowledge).
     try:
-        notice = check_bind_allowed(args.host, app.config, args.allow_unauthenticated)
+        notice = check_bind_allowed(args.host, load_settings(), args.allow_unauthenticated)
     except BindRefused as refused:
         print(f"cds-hooks: {refused}", file=sys.stderr)
         return 2
     print(f"cds-hooks: {notice}", file=sys.stderr)
     where = _bind(args.host, args.port)
-    print(f"cds-hooks: serving on http://{where}/cds-services", file=sys.stderr)
     if args.reload:
-        app.run(host=args.host, port=args.port, threaded=True, use_reloader=True)
+        print(f"cds-hooks: serving on http://{where}/cds-services", file=sys.stderr)
+        create_app().run(host=args.host, port=args.port, threaded=True, use_reloader=True)
         return 0
-    _gunicorn(app, args)
+    # gunicorn workers write their metrics to files in one folder, so /metrics adds them up;
+    # switched on before the app makes its metrics.
+    with multiprocess_metrics():
+        app = create_app()
+        print(f"cds-hooks: serving on http://{where}/cds-services", file=sys.stderr)
+        _gunicorn(app, args)
     return 0
 
 
@@ -81,7 +85,7 @@ def _gunicorn(app: Any, args: argparse.Namespace) -> None:
     from cds_hooks import gunicorn_conf
 
     options = {
-        **gunicorn_conf.settings(app.config),
+        **gunicorn_conf.settings(app.config["SETTINGS"].fhir.deadline_seconds),
         "bind": [_bind(args.host, args.port)],
         "workers": args.workers,
         "threads": args.threads,

@@ -112,11 +112,3 @@ def next_link(bundle: Any) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next":
             return text(link.get("url"))
     return None
-
-
-def status_code(resource: Mapping, field: str) -> str | None:
-    """The code of a status CodeableConcept such as Condition.clinicalStatus."""
-    for _system, code, _display in codings(resource.get(field)):
-        if code:
-            return code
-    return None

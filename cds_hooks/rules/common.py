@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
 from cds_hooks.clinical.renal import RenalFunction, renal_function
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import codings
 from cds_hooks.record import MedOrder
 
@@ -39,7 +40,7 @@ def known_doses(orders: Iterable[MedOrder]) -> tuple[list[tuple[MedOrder, Dose]]
 
 
 def kidney_function(ctx) -> RenalFunction | None:
-    """The patient's latest kidney function, by the look-backs and status lists in common.json."""
+    """The patient's latest kidney function, by the look-backs in common.json."""
     knowledge = ctx.knowledge
     return renal_function(
         ctx.record.observations,
@@ -50,9 +51,6 @@ def kidney_function(ctx) -> RenalFunction | None:
         lookback_days=int(knowledge.data_setting("renal_lookback_days")),
         cockcroft_gault_max_age_days=int(knowledge.data_setting("cockcroft_gault_max_age_days")),
         cockcroft_gault_min_age_years=int(knowledge.data_setting("cockcroft_gault_min_age_years")),
-        usable_observation_statuses=knowledge.data_setting("usable_observation_statuses"),
-        active_condition_statuses=knowledge.data_setting("active_condition_statuses"),
-        excluded_verification_statuses=knowledge.data_setting("excluded_verification_statuses"),
     )
 
 
@@ -67,6 +65,6 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
         o
         for o in ctx.record.history
         if o.has(*keys)
-        and o.status != "entered-in-error"
+        and status.order_on_record(o.status)
         and not (o.ref in targets and o.status == "draft")
     ]

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     codings,
@@ -212,22 +213,19 @@ def _spinal_abnormality(order, ctx) -> Found:
 
 def _is_new_therapy(order, ctx) -> bool:
     """A draft that starts or continues ITB; a stop or cancel is not an insertion."""
-    return order.status is None or order.status in ctx.knowledge.data_setting(
-        "current_medication_statuses"
-    )
+    return order.current
 
 
 def _pump(ctx) -> bool:
     """Another intrathecal baclofen order is running on record: a pump is already in place.
 
-    Running = a current status (common.json) other than "draft" (active, on-hold): a draft is not
-    a pump in place, and EHRs echo the session's own drafts in their search results, so a record
-    order with the id of any draft in this session does not count either.
+    Running = active or on-hold (`fhir.status.order_running`): a draft is not a pump in place,
+    and EHRs echo the session's own drafts in their search results, so a record order with the id
+    of any draft in this session does not count either.
     """
-    running = set(ctx.knowledge.data_setting("current_medication_statuses")) - {"draft"}
     drafts = {o.ref for o in ctx.record.drafts}
     return any(
-        o.intrathecal and o.has(BACLOFEN) and o.status in running and o.ref not in drafts
+        o.intrathecal and o.has(BACLOFEN) and status.order_running(o.status) and o.ref not in drafts
         for o in ctx.record.history
     )
 
@@ -236,14 +234,13 @@ def _latest(ctx, name: str) -> Mapping | None:
     """The most recent usable Observation in the rule's value set `name`, within the look-back."""
     keys = ctx.settings.keys(name)
     terminology = ctx.knowledge.terminology
-    usable = set(ctx.knowledge.data_setting("usable_observation_statuses"))
     lookback = int(ctx.knowledge.data_setting("lab_lookback_days"))
     now = ctx.now if ctx.now.tzinfo else ctx.now.replace(tzinfo=UTC)
     best: tuple[datetime, Mapping] | None = None
     for obs in ctx.record.observations:
         if not terminology.in_valueset(obs.get("code"), *keys):
             continue
-        if text(obs.get("status")) not in usable:
+        if not status.observation_usable(obs):
             continue
         moment = effective_time(obs)
         if moment is None or moment > now + FUTURE_TOLERANCE:
