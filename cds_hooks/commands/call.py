@@ -289,6 +289,7 @@ def _call_local(service: Any, request: dict, now: str | None, fhir: str) -> tupl
         "NOW": now or "",
         # The user named this FHIR server on the command line: a local http one is fine here.
         "ALLOW_HTTP_FHIR": fhir.lower().startswith("http://"),
+        "FHIR_ALLOW_PRIVATE": True,  # ... and it may be a sandbox on this machine or network
         "LOG_FORMAT": "text",
         "LOG_LEVEL": "WARNING",
         "DATABASE_URL": "sqlite://",  # in memory: a command-line call leaves no file behind
