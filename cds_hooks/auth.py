@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 import requests
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from jwt.api_jws import PyJWS
 
 from cds_hooks import outbound
@@ -87,7 +87,7 @@ class AuthSettings:
 _ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-_ISSUER_FIELDS = frozenset({"jwks", "jwks_file", "jwks_url", "jku", "tenants"})
+_ISSUER_FIELDS = frozenset({"jwks", "jwks_file", "jwks_url", "jku", "tenants", "fhir_servers"})
 MAX_TOKEN_BYTES = 16 * 1024  # a CDS Hooks JWT is well under 2 KB; bigger is an attack
 MAX_JWKS_BYTES = 256 * 1024
 MAX_CLAIM_CHARS = 2048  # iss, jti, tenant, kid, jku: longer values are refused, not stored
@@ -143,6 +143,8 @@ class Issuer:
     jwks_url: str | None = None  # pre-registered JWKS URL, fetched and cached like a jku
     jku: frozenset[str] = frozenset()  # allowlist of `jku` header values
     tenants: frozenset[str] | None = None  # None: `tenant` not checked
+    # FHIR base URLs this issuer's calls may name as fhirServer; any other is never contacted.
+    fhir_servers: tuple[str, ...] = ()
 
 
 def load_issuers(raw: Any) -> dict[str, Issuer]:
@@ -206,6 +208,11 @@ def _issuer(iss: str, entry: Any, base: Path) -> Issuer:
         not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants)
     ):
         raise ValueError(f"{where}.tenants must be a list of strings")
+    fhir_servers = entry.get("fhir_servers") or []
+    if not isinstance(fhir_servers, list):
+        raise ValueError(f"{where}.fhir_servers must be a list of https URLs")
+    for url in fhir_servers:
+        _require_https(url, f"{where}.fhir_servers")
     if not jwks and not jwks_url and not jku:
         raise ValueError(f"{where} needs keys: jwks, jwks_file, jwks_url or a jku allowlist")
     return Issuer(
@@ -214,6 +221,7 @@ def _issuer(iss: str, entry: Any, base: Path) -> Issuer:
         jwks_url=jwks_url,
         jku=frozenset(jku),
         tenants=frozenset(tenants) if tenants is not None else None,
+        fhir_servers=tuple(fhir_servers),
     )
 
 
@@ -618,6 +626,7 @@ def require_client_jwt() -> Response | None:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    g.client_claims = claims  # who is calling, for the pipeline (FHIR allowlist, scoping)
     log.debug("client JWT ok: iss=%s kid=%s", claims.iss[:200], claims.kid[:64])
     return None
 

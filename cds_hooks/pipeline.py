@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from cds_hooks import protocol
-from cds_hooks.auth import Verifier
+from cds_hooks.auth import Claims, Verifier
 from cds_hooks.cards import Finding
 from cds_hooks.engine import evaluate
 from cds_hooks.fhir.resolver import client_for, resolve
@@ -56,11 +56,16 @@ class CallResult:
     suppressed: dict[str, str] = field(default_factory=dict)  # card uuid -> why (not shown)
 
 
-def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
-    """Answer a hook call; with a store, audit it (failures too) and drop repeated cards."""
+def call_service(
+    service: Service, body: Any, runtime: Runtime, caller: Claims | None = None
+) -> CallResult:
+    """Answer a hook call; with a store, audit it (failures too) and drop repeated cards.
+
+    `caller` is the verified client JWT's claims (None when authentication is off).
+    """
     started, called_at = time.perf_counter(), runtime.clock()
     try:
-        return _call_service(service, body, runtime, started, called_at)
+        return _call_service(service, body, runtime, started, called_at, caller)
     except Exception as error:
         if runtime.store is not None:
             call = _call_audit(service, body, started, called_at)
@@ -70,7 +75,12 @@ def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
 
 
 def _call_service(
-    service: Service, body: Any, runtime: Runtime, started: float, called_at: datetime
+    service: Service,
+    body: Any,
+    runtime: Runtime,
+    started: float,
+    called_at: datetime,
+    caller: Claims | None,
 ) -> CallResult:
     protocol.validate(body, service.hook, service.drafts_field)
     fhir = runtime.settings.fhir
@@ -82,7 +92,9 @@ def _call_service(
         timeout=fhir.fhir_timeout_seconds,
         max_pages=fhir.fhir_max_pages,
         max_bytes=fhir.fhir_max_bytes,
+        max_bytes_per_call=fhir.fhir_max_bytes_per_call,
         allow_http=fhir.allow_http_fhir,
+        allowed=_fhir_allowlist(runtime, caller),
     )
     data = resolve(body, runtime.templates, client, deadline)
     unavailable = {
@@ -111,6 +123,15 @@ def _call_service(
         call.suppressed = {uuid: why for uuid, (why, _earlier) in suppressed.items()}
         call.response["cards"] = [c for c in call.response["cards"] if c["uuid"] not in suppressed]
     return call
+
+
+def _fhir_allowlist(runtime: Runtime, caller: Claims | None) -> tuple[str, ...] | None:
+    """The FHIR servers this call may reach: its issuer's `fhir_servers` when JWTs are on (none
+    for a call without verified claims), else FHIR_SERVERS; None means any (public) server."""
+    if runtime.verifier is not None:
+        issuer = runtime.verifier.issuers.get(caller.iss) if caller is not None else None
+        return issuer.fhir_servers if issuer is not None else ()
+    return runtime.settings.fhir.fhir_servers or None
 
 
 def _call_audit(service: Service, body: Any, started: float, called_at: datetime) -> CallAudit:

@@ -376,3 +376,141 @@ def test_a_loopback_fhir_server_is_refused_by_default(knowledge, tmp_path, ehr, 
         _app(knowledge, tmp_path / "b", ALLOW_HTTP_FHIR=True, FHIR_ALLOW_PRIVATE=True),
         f"{ehr.base}/fhir",
     )
+
+
+# ---- what comes back: parse failures and the byte budget ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType": "Bundle", "type": "searchset", "entry": '
+        + b"[" * 10_000
+        + b"]" * 10_000
+        + b"}",
+        b'{"resourceType": "Bundle", "x": "\xff\xfe bad utf-8"}',
+        b'{"resourceType": "Bundle", "total": 1' + b"0" * 5000 + b"}",
+        b'{"resourceType": "Bundle", "total": 1e999}',
+        b'{"resourceType": "Bundle", "total": NaN}',
+    ],
+    ids=["10000-deep", "bad-utf8", "5000-digit-int", "float-overflow", "nan"],
+)
+def test_an_unparseable_fhir_page_is_a_data_failure_not_a_500(sandbox, ehr, body):
+    ehr.routes["/fhir/Condition"] = (200, {}, body)
+    codes = _call(sandbox, f"{ehr.base}/fhir")
+    assert DEGRADED in codes
+    assert "BAC-INDICATION" not in codes
+
+
+def test_an_unparseable_next_page_of_a_prefetched_search_is_a_data_failure(sandbox, ehr):
+    deep = b'{"resourceType": "Bundle", "entry": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    ehr.routes["/fhir/Condition"] = (200, {}, deep)
+    codes = _call(
+        sandbox, f"{ehr.base}/fhir", prefetch_conditions=_page(f"{ehr.base}/fhir/Condition?p=2")
+    )
+    assert DEGRADED in codes
+
+
+def test_one_byte_budget_per_call_across_pages_and_searches(knowledge, tmp_path, ehr):
+    """Each page is under FHIR_MAX_BYTES; together they pass the call's budget."""
+    filler = [condition(f"x{i}", STROKE) for i in range(40)]  # ~15 KB a page
+    for page in range(1, 30):
+        bundle = searchset(filler)
+        if page < 29:
+            bundle["link"] = [{"relation": "next", "url": f"{ehr.base}/fhir/p{page + 1}"}]
+        ehr.routes[f"/fhir/p{page}" if page > 1 else "/fhir/Condition"] = (200, {}, bundle)
+    settings = {"ALLOW_HTTP_FHIR": True, "FHIR_ALLOW_PRIVATE": True, "FHIR_MAX_PAGES": 100}
+    roomy = _app(knowledge, tmp_path / "a", **settings)
+    assert "BAC-INDICATION" in _call(roomy, f"{ehr.base}/fhir")
+    pages_read = len(ehr.seen)
+    ehr.seen.clear()
+    tight = _app(knowledge, tmp_path / "b", FHIR_MAX_BYTES_PER_CALL=100_000, **settings)
+    codes = _call(tight, f"{ehr.base}/fhir")
+    assert DEGRADED in codes
+    assert "BAC-INDICATION" not in codes  # half a search is not "nothing found"
+    assert len(ehr.seen) < pages_read  # it stopped asking
+
+
+# ---- allowlists of FHIR servers -----------------------------------------------------------------
+
+ALLOWED = "https://ehr.example/fhir"
+
+
+def _fetches(client, server: str, headers: dict | None = None) -> tuple[list[str], list[str]]:
+    """(card topics, URLs requested) for a call whose conditions must be fetched from `server`."""
+    import responses
+
+    body = hook_request([med_request("d1")], conditions=[condition("c1", STROKE)])
+    del body["prefetch"]["conditions"]
+    body["fhirServer"] = server
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer"}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{server}/Condition", json=_page())
+        response = client.post(SELECT, json=body, headers=headers or {})
+        requested = [call.request.url for call in mock.calls]
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]], requested
+
+
+def test_fhir_servers_allowlist_without_issuers(knowledge, tmp_path, connects):
+    client = _app(knowledge, tmp_path, FHIR_SERVERS=ALLOWED)
+    codes, requested = _fetches(client, ALLOWED)
+    assert "BAC-INDICATION" in codes and len(requested) == 1
+    for other in (
+        "https://other.example/fhir",
+        "https://ehr.example/fhirx",
+        "https://ehr.example:8443/fhir",
+    ):
+        codes, requested = _fetches(client, other)
+        assert DEGRADED in codes, other
+        assert requested == [], other
+    assert connects == []
+
+
+def _issuer_app(knowledge, tmp_path, **issuer: Any):
+    from cds_hooks.commands.keys import new_key, public_jwk
+
+    key = new_key("ES384")
+    iss = "https://ehr.example"
+    client = _app(
+        knowledge,
+        tmp_path,
+        AUTH_ISSUERS={iss: {"jwks": {"keys": [public_jwk(key)]}, **issuer}},
+        PUBLIC_BASE_URL="http://localhost",
+    )
+    return client, key, iss
+
+
+def _bearer(key, iss: str) -> dict[str, str]:
+    from cds_hooks.commands.keys import mint_token
+
+    token = mint_token(key, iss=iss, aud=f"http://localhost{SELECT}")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_issuers_fhir_servers_decide_which_servers_its_calls_reach(
+    knowledge, tmp_path, connects
+):
+    client, key, iss = _issuer_app(knowledge, tmp_path, fhir_servers=[ALLOWED])
+    codes, requested = _fetches(client, ALLOWED, _bearer(key, iss))
+    assert "BAC-INDICATION" in codes and len(requested) == 1
+    codes, requested = _fetches(client, "https://other.example/fhir", _bearer(key, iss))
+    assert DEGRADED in codes and requested == []
+    assert connects == []
+
+
+def test_an_issuer_without_fhir_servers_never_has_a_server_contacted(knowledge, tmp_path):
+    client, key, iss = _issuer_app(knowledge, tmp_path)
+    codes, requested = _fetches(client, ALLOWED, _bearer(key, iss))
+    assert DEGRADED in codes and requested == []
+
+
+def test_issuer_fhir_servers_must_be_https_urls():
+    from cds_hooks.auth import load_issuers
+
+    jwks = {"keys": [{"kty": "EC", "kid": "k", "crv": "P-384", "x": "a", "y": "b"}]}
+    issuers = load_issuers({"https://ehr.example": {"jwks": jwks, "fhir_servers": [ALLOWED]}})
+    assert issuers["https://ehr.example"].fhir_servers == (ALLOWED,)
+    for bad in ("http://ehr.example/fhir", "https://evil\\@ehr.example/fhir", "ehr.example"):
+        with pytest.raises(ValueError, match="fhir_servers"):
+            load_issuers({"https://ehr.example": {"jwks": jwks, "fhir_servers": [bad]}})
