@@ -514,3 +514,174 @@ def test_issuer_fhir_servers_must_be_https_urls():
     for bad in ("http://ehr.example/fhir", "https://evil\\@ehr.example/fhir", "ehr.example"):
         with pytest.raises(ValueError, match="fhir_servers"):
             load_issuers({"https://ehr.example": {"jwks": jwks, "fhir_servers": [bad]}})
+
+
+# ---- a hospital's own CA, and its proxy ---------------------------------------------------------
+
+
+def _throwaway_ca(folder, name: str) -> tuple[str, str, str]:
+    """(CA PEM path, server cert PEM path, server key PEM path) for host `name`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Hospital Root CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return tuple(str(p) for p in paths)  # type: ignore[return-value]
+
+
+HOSPITAL = "fhir.hospital.test"
+
+
+@pytest.fixture
+def tls_ehr(tmp_path, monkeypatch) -> Iterator[tuple[Server, str]]:
+    """A TLS FHIR server on loopback with a certificate from a private CA, named HOSPITAL."""
+    import ssl
+
+    ca, cert, key = _throwaway_ca(tmp_path, HOSPITAL)
+    real = socket.getaddrinfo
+
+    def hospital_dns(host, port, *args, **kwargs):  # the hospital's DNS, for this name only
+        if host == HOSPITAL:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hospital_dns)
+    server = Server()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.routes["/fhir/Condition"] = (200, {}, _page())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, ca
+    server.shutdown()
+    server.server_close()
+
+
+def test_ca_bundle_makes_a_private_ca_fhir_server_work(knowledge, tmp_path, tls_ehr, caplog):
+    server, ca = tls_ehr
+    url = f"https://{HOSPITAL}:{server.server_address[1]}/fhir"
+    untrusted = _app(knowledge, tmp_path / "a", FHIR_ALLOW_PRIVATE=True)
+    assert DEGRADED in _call(untrusted, url)  # certifi's roots alone: the TLS check fails
+    trusted = _app(knowledge, tmp_path / "b", FHIR_ALLOW_PRIVATE=True, CA_BUNDLE=ca)
+    assert "BAC-INDICATION" in _call(trusted, url)
+    assert (f"/fhir/Condition?patient={PATIENT_ID}", f"Bearer {TOKEN}") in server.seen
+
+
+def test_the_ca_bundle_adds_to_the_public_roots():
+    import certifi
+
+    context = outbound.ssl_context(certifi.where())
+    public = len(outbound.ssl_context().get_ca_certs())
+    assert public > 50 and len(context.get_ca_certs()) >= public
+
+
+class _ConnectProxy(ThreadingHTTPServer):
+    """A minimal HTTPS proxy (CONNECT tunnels) on loopback that records what it was asked."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.asked: list[str] = []
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: _ConnectProxy
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_CONNECT(self) -> None:
+        import select
+
+        self.server.asked.append(self.path)
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        sockets = [self.connection, upstream]
+        try:
+            while True:
+                ready, _, _ = select.select(sockets, [], [], 5)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is self.connection else self.connection).sendall(data)
+        finally:
+            upstream.close()
+
+
+def test_https_proxy_carries_fhir_requests(knowledge, tmp_path, tls_ehr):
+    server, ca = tls_ehr
+    proxy = _ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"https://{HOSPITAL}:{server.server_address[1]}/fhir"
+        client = _app(
+            knowledge,
+            tmp_path,
+            FHIR_ALLOW_PRIVATE=True,
+            CA_BUNDLE=ca,
+            HTTPS_PROXY=f"http://127.0.0.1:{proxy.server_address[1]}",
+        )
+        assert "BAC-INDICATION" in _call(client, url)
+        assert proxy.asked == [f"{HOSPITAL}:{server.server_address[1]}"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_through_a_proxy_internal_destinations_are_still_refused(knowledge, tmp_path, connects):
+    client = _app(knowledge, tmp_path, HTTPS_PROXY="http://127.0.0.1:9")
+    assert DEGRADED in _call(client, "https://169.254.169.254/fhir")
+    assert connects == []  # not even the proxy was asked
