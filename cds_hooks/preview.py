@@ -25,7 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_hooks import protocol
 from cds_hooks.config import boolean, path, setting
-from cds_hooks.errors import BadRequest, NotFound
+from cds_hooks.errors import BadRequest, NotFound, UnsupportedMedia
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.pipeline import call_service
 from cds_hooks.services import BY_ID, SERVICES, Service
@@ -156,6 +156,9 @@ def blueprint() -> Blueprint:
 
     @bp.post("/api/cards")
     def cards() -> Response:
+        # JSON only: a cross-site form can post text/plain without a CORS preflight.
+        if request.mimetype != "application/json":
+            raise UnsupportedMedia(f"send application/json, not {request.mimetype!r}")
         # The same parser and limits as the hook endpoints: depth, sizes, duplicate keys.
         payload = protocol.parse_json(request.get_data(cache=False))
         if not isinstance(payload, dict) or not isinstance(payload.get("request"), dict):

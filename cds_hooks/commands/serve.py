@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cds_hooks.settings import Settings
 
 HELP = "run the service (gunicorn; --reload for the development server)"
 
@@ -43,7 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.app import create_app
-    from cds_hooks.auth import BindRefused, check_bind_allowed
     from cds_hooks.gunicorn_conf import default_workers
     from cds_hooks.settings import load as load_settings
 
@@ -84,6 +87,7 @@ def _gunicorn(app: Any, args: argparse.Namespace) -> None:
         "bind": [_bind(args.host, args.port)],
         "workers": args.workers,
         "threads": args.threads,
+        "on_starting": gunicorn_conf.bind_check(args.allow_unauthenticated),
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
         "proc_name": "cds-hooks",
@@ -99,3 +103,68 @@ def _gunicorn(app: Any, args: argparse.Namespace) -> None:
             return app
 
     Server().run()
+
+
+# ---- the bind policy: one function, used by every launcher (this command, gunicorn_conf) -------
+
+
+class BindRefused(ValueError):
+    """Serving this address without authentication needs an explicit opt-in."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: it may resolve anywhere
+
+
+def check_bind_allowed(host: str, settings: Settings, allow_unauthenticated: bool = False) -> str:
+    """What to tell the operator about authentication, or BindRefused for an unsafe bind.
+
+    Without issuers the service is open, so by default it may only listen on loopback; another
+    address needs `--allow-unauthenticated` (or ALLOW_UNAUTHENTICATED=true in the config).
+    """
+    from cds_hooks.auth import accepted_algorithms, load_issuers
+
+    issuers = load_issuers(settings.auth.auth_issuers)
+    if issuers:
+        return (
+            f"client authentication ON ({len(issuers)} issuer(s), "
+            f"{', '.join(accepted_algorithms(settings.auth.auth_algorithms))})"
+        )
+    if is_loopback(host):
+        return (
+            "client authentication OFF (no AUTH_ISSUERS configured): serving on loopback only; "
+            "configure issuers to serve other addresses"
+        )
+    if allow_unauthenticated or settings.app.allow_unauthenticated:
+        return (
+            f"WARNING: client authentication OFF and serving on {host}: anyone who can reach "
+            "this address can call the service (--allow-unauthenticated)"
+        )
+    raise BindRefused(
+        f"refusing to serve {host} without client authentication: configure AUTH_ISSUERS, "
+        "bind a loopback address (127.0.0.1), or pass --allow-unauthenticated"
+    )
+
+
+def check_gunicorn_binds(
+    binds: list[str], settings: Settings, allow_unauthenticated: bool = False
+) -> list[str]:
+    """`check_bind_allowed` for each gunicorn bind (`host:port`, `[::1]:port`, `unix:`, `fd://`)."""
+    from gunicorn.util import parse_address
+
+    notices = []
+    for bind in binds:
+        address = parse_address(bind)
+        if isinstance(address, str):  # a unix socket: reachable from this machine only
+            host = "localhost"
+        elif isinstance(address, int):  # an inherited socket: where it listens is unknown
+            host = bind
+        else:
+            host = address[0]
+        notices.append(check_bind_allowed(host, settings, allow_unauthenticated))
+    return notices
