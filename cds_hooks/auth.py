@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 from urllib.parse import urlsplit
 
 import jwt
@@ -322,7 +322,7 @@ class JwksCache:
             cached = self._sets.get(url)
             now = self._clock()
             fresh = cached is not None and now - cached.fetched_at < self._max_age
-            if fresh and kid in cached.keys:
+            if fresh and cached is not None and kid in cached.keys:
                 return cached.keys[kid]
             may_fetch = cached is None or now - cached.fetched_at >= self._min_refresh
             if may_fetch:
@@ -536,7 +536,7 @@ def _json_object(payload: bytes) -> dict[str, Any]:
     return claims
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
