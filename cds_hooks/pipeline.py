@@ -58,6 +58,9 @@ class CallResult:
     skipped: list[str] = field(default_factory=list)
     drafts: list[str] = field(default_factory=list)
     suppressed: dict[str, str] = field(default_factory=dict)  # card uuid -> why (not shown)
+    # The suppressed cards themselves, in order: {"card", "why", "earlier": the card's uuid it
+    # repeats} (the preview shows them folded).
+    held_back: list[dict[str, Any]] = field(default_factory=list)
 
 
 def call_service(
@@ -141,7 +144,13 @@ def _call_service(
         candidates = _candidates(runtime.store, audit.patient_id, record, pairs, scope)
         suppressed = _audit(runtime.store, audit, candidates)
         call.suppressed = {uuid: why for uuid, (why, _earlier) in suppressed.items()}
-        call.response["cards"] = [c for c in call.response["cards"] if c["uuid"] not in suppressed]
+        cards = call.response["cards"]
+        call.held_back = [
+            {"card": c, "why": suppressed[c["uuid"]][0], "earlier": suppressed[c["uuid"]][1]}
+            for c in cards
+            if c["uuid"] in suppressed
+        ]
+        call.response["cards"] = [c for c in cards if c["uuid"] not in suppressed]
     return call
 
 

@@ -70,10 +70,11 @@ def test_the_public_base_url_host_is_answered_too(knowledge, tmp_path):
 )
 def test_preview_api_requires_json(local, content_type):
     """A cross-site form can send these without a CORS preflight; JSON it cannot."""
-    response = local.test_client().post(
-        "/preview/api/cards", data='{"request": {}}', headers={"Content-Type": content_type}
-    )
-    assert response.status_code == 415
+    for path in ("/preview/api/cards", "/preview/api/next"):
+        response = local.test_client().post(
+            path, data='{"request": {}}', headers={"Content-Type": content_type}
+        )
+        assert response.status_code == 415, path
 
 
 def _issuer_app(knowledge, tmp_path, **extra):
