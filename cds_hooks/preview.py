@@ -279,7 +279,7 @@ def blueprint() -> Blueprint:
                 "now": runtime.clock().isoformat(),
                 "recorded": runtime.store is not None,
                 **result.response,
-                "held_back": _held_back(store, result) if runtime.store is not None else [],
+                "held_back": _held_back(store, result) if store and runtime.store else [],
                 "sources": result.sources,
                 "fired": result.fired,
                 "skipped": result.skipped,
