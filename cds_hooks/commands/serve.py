@@ -7,17 +7,13 @@ import errno
 import ipaddress
 import socket
 import sys
-<<<<<<< HEAD
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
+
+from cds_hooks.commands import UsageError, build_app, positive, setting_problem
 
 if TYPE_CHECKING:
     from cds_hooks.settings import Settings
-=======
-from contextlib import nullcontext
-from typing import Any
->>>>>>> main
-
-from cds_hooks.commands import UsageError, build_app, positive, setting_problem
 
 HELP = "run the service (gunicorn; --reload for the development server)"
 DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
@@ -69,11 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-<<<<<<< HEAD
-=======
-    from cds_hooks.auth import BindRefused, check_bind_allowed
     from cds_hooks.observability import multiprocess_metrics
->>>>>>> main
     from cds_hooks.settings import load as load_settings
 
     # Refuse a bad setting, an unsafe bind or a busy port before anything is opened (the
