@@ -273,7 +273,11 @@ def blueprint() -> Blueprint:
                 "now": runtime.clock().isoformat(),
                 "recorded": runtime.store is not None,
                 **result.response,
-                "held_back": _held_back(store, result) if runtime.store is not None else [],
+                "held_back": (
+                    _held_back(store, result)
+                    if runtime.store is not None and store is not None
+                    else []
+                ),
                 "sources": result.sources,
                 "fired": result.fired,
                 "skipped": result.skipped,
