@@ -42,3 +42,15 @@ def call(client):
 def assert_valid_response(body) -> None:
     """Every 200 answer must satisfy our CDS Hooks response schema."""
     assert schemas.problems("response", body) == []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The Synthea false-alarm table (tests/test_synthea_budget.py), when that module ran."""
+    import sys
+
+    budget = sys.modules.get("tests.test_synthea_budget")
+    lines = budget.summary_lines() if budget else []
+    if lines:
+        terminalreporter.write_sep("-", "false-alarm budget: cards per rule on Synthea records")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of, status_code
+from cds_hooks.rules.common import describe_allergy, is_intolerance, recorded_allergies
 
 RULE_ID = "BAC-ALLERGY"
 NEEDS = ("allergies",)
@@ -20,26 +20,13 @@ TRIGGERS = ("drug/baclofen",)
 
 
 def evaluate(ctx) -> Iterator[Finding]:
-    allergen = set(ctx.settings.keys("allergen"))
-    terminology = ctx.knowledge.terminology
-    excluded = ctx.knowledge.data_setting("excluded_verification_statuses")
-    inactive = ctx.knowledge.data_setting("inactive_allergy_statuses")
-    allergies = []
-    for allergy in ctx.record.allergies:
-        if status_code(allergy, "clinicalStatus") in inactive:
-            continue
-        if status_code(allergy, "verificationStatus") in excluded:
-            continue
-        code = allergy.get("code")
-        keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))
-        if keys & allergen:
-            allergies.append(allergy)
+    allergies = recorded_allergies(ctx, ctx.settings.keys("allergen"))
     if not allergies:
         return
     # A true allergy outranks an intolerance (type intolerance, or low criticality) on record.
-    true_allergies = [a for a in allergies if not _intolerance(a)]
+    true_allergies = [a for a in allergies if not is_intolerance(a)]
     card = "allergy" if true_allergies else "intolerance"
-    described = [_describe(a) for a in (true_allergies or allergies)]
+    described = [describe_allergy(a, "baclofen") for a in (true_allergies or allergies)]
     for order in ctx.targets("drug/baclofen"):
         yield Finding(
             RULE_ID,
@@ -49,17 +36,3 @@ def evaluate(ctx) -> Iterator[Finding]:
             (f"Order: {order.label()}", *(f"AllergyIntolerance: {d}" for d in described)),
             (suggestions.cancel(order),),
         )
-
-
-def _intolerance(allergy) -> bool:
-    return allergy.get("type") == "intolerance" or allergy.get("criticality") == "low"
-
-
-def _describe(allergy) -> str:
-    name = concept_text(allergy.get("code")) or "baclofen"
-    when = parse_datetime(allergy.get("recordedDate") or allergy.get("onsetDateTime"))
-    parts = [name, ref_of(allergy) or "", when.date().isoformat() if when else ""]
-    criticality = allergy.get("criticality")
-    if isinstance(criticality, str):
-        parts.append(f"criticality {criticality}")
-    return ", ".join(p for p in parts if p)

@@ -6,11 +6,12 @@ Pure helpers over the record; the clinical engines are in `cds_hooks/clinical/`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
 from cds_hooks.clinical.renal import RenalCodes, RenalFunction, renal_function
-from cds_hooks.fhir.read import codings
+from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of, status_code
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.record import MedOrder
 
@@ -82,3 +83,51 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
         and o.status != "entered-in-error"
         and not (o.ref in targets and o.status == "draft")
     ]
+
+
+def new_therapy(ctx, *keys: str) -> list[MedOrder]:
+    """The targeted orders of these drugs that stay current: a stop or cancel is not new therapy."""
+    current = {o.ref for o in ctx.current}
+    return [o for o in ctx.targets(*keys) if o.ref in current]
+
+
+def interacting(ctx, order: MedOrder, *keys: str) -> list[MedOrder]:
+    """Other current orders (record or this session's drafts) of these drugs, beside `order`."""
+    return [o for o in ctx.current if o.ref != order.ref and o.has(*keys)]
+
+
+def recorded_allergies(ctx, allergen: Iterable[str]) -> list[Mapping[str, Any]]:
+    """AllergyIntolerances to these drug keys (coded, or named in text) that still stand.
+
+    Resolved/inactive, refuted and entered-in-error records do not count (common.json lists).
+    """
+    wanted = set(allergen)
+    terminology = ctx.knowledge.terminology
+    excluded = ctx.knowledge.data_setting("excluded_verification_statuses")
+    inactive = ctx.knowledge.data_setting("inactive_allergy_statuses")
+    found = []
+    for allergy in ctx.record.allergies:
+        if status_code(allergy, "clinicalStatus") in inactive:
+            continue
+        if status_code(allergy, "verificationStatus") in excluded:
+            continue
+        code = allergy.get("code")
+        keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))
+        if keys & wanted:
+            found.append(allergy)
+    return found
+
+
+def is_intolerance(allergy: Mapping[str, Any]) -> bool:
+    """An intolerance (type intolerance, or low criticality) rather than a true allergy."""
+    return allergy.get("type") == "intolerance" or allergy.get("criticality") == "low"
+
+
+def describe_allergy(allergy: Mapping[str, Any], default: str) -> str:
+    name = concept_text(allergy.get("code")) or default
+    when = parse_datetime(allergy.get("recordedDate") or allergy.get("onsetDateTime"))
+    parts = [name, ref_of(allergy) or "", when.date().isoformat() if when else ""]
+    criticality = allergy.get("criticality")
+    if isinstance(criticality, str):
+        parts.append(f"criticality {criticality}")
+    return ", ".join(p for p in parts if p)

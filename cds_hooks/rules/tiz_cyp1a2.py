@@ -5,7 +5,8 @@ current therapy or another draft, or one of them is ordered while tizanidine is,
 new order critical: the combination is contraindicated (fluvoxamine raises tizanidine exposure
 about 33-fold, ciprofloxacin about 10-fold) and suggest cancelling the new order. With another
 CYP1A2 inhibitor (zileuton, amiodarone, mexiletine, propafenone, verapamil, cimetidine,
-famotidine, acyclovir, ticlopidine), warn: avoid, or start at 2 mg and titrate in 2-4 mg steps.
+famotidine, acyclovir, ticlopidine, and fluoroquinolones other than ciprofloxacin: levofloxacin,
+moxifloxacin, norfloxacin, ofloxacin), warn: avoid, or start at 2 mg and titrate in 2-4 mg steps.
 Source: [L] "Contraindications" and "Drug Interactions".
 
 One card per order, the highest tier, naming every interacting order. Oral contraceptives are
@@ -28,6 +29,7 @@ TRIGGERS = (
     "drug/tizanidine",
     "drug-group/cyp1a2-inhibitors-strong-contraindicated-with-tizanidine",
     "drug-group/cyp1a2-inhibitors-other-caution-with-tizanidine",
+    "drug-group/fluoroquinolones-other-than-ciprofloxacin",
 )
 TIERS = ("strong", "other")  # value-set names in the settings, and card names, highest first
 
