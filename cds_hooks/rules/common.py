@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
-from cds_hooks.clinical.renal import RenalCodes, RenalFunction, renal_function
-from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of, status_code
-from cds_hooks.knowledge import Knowledge
+from cds_hooks.clinical.renal import RenalFunction, renal_function
+from cds_hooks.fhir import status
+from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of
 from cds_hooks.record import MedOrder
 
 log = logging.getLogger(__name__)
@@ -40,32 +40,18 @@ def known_doses(orders: Iterable[MedOrder]) -> tuple[list[tuple[MedOrder, Dose]]
     return known, unknown
 
 
-def renal_codes(knowledge: Knowledge) -> RenalCodes:
-    return RenalCodes(
-        crcl=knowledge.code_set("observation/creatinine-clearance"),
-        egfr=knowledge.code_set("observation/egfr"),
-        creatinine=knowledge.code_set("observation/serum-creatinine"),
-        weight=knowledge.code_set("observation/body-weight"),
-        ckd_severe=knowledge.code_set("condition/ckd-severe"),
-        dialysis=knowledge.code_set("condition/dialysis"),
-    )
-
-
 def kidney_function(ctx) -> RenalFunction | None:
-    """The patient's latest kidney function, by the look-backs and status lists in common.json."""
+    """The patient's latest kidney function, by the look-backs in common.json."""
     knowledge = ctx.knowledge
     return renal_function(
         ctx.record.observations,
         [c.resource for c in ctx.record.conditions],
         ctx.record.patient,
-        renal_codes(knowledge),
+        knowledge.terminology,
         ctx.now,
         lookback_days=int(knowledge.data_setting("renal_lookback_days")),
         cockcroft_gault_max_age_days=int(knowledge.data_setting("cockcroft_gault_max_age_days")),
         cockcroft_gault_min_age_years=int(knowledge.data_setting("cockcroft_gault_min_age_years")),
-        usable_observation_statuses=knowledge.data_setting("usable_observation_statuses"),
-        active_condition_statuses=knowledge.data_setting("active_condition_statuses"),
-        excluded_verification_statuses=knowledge.data_setting("excluded_verification_statuses"),
     )
 
 
@@ -80,7 +66,7 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
         o
         for o in ctx.record.history
         if o.has(*keys)
-        and o.status != "entered-in-error"
+        and status.order_on_record(o.status)
         and not (o.ref in targets and o.status == "draft")
     ]
 
@@ -97,19 +83,13 @@ def interacting(ctx, order: MedOrder, *keys: str) -> list[MedOrder]:
 
 
 def recorded_allergies(ctx, allergen: Iterable[str]) -> list[Mapping[str, Any]]:
-    """AllergyIntolerances to these drug keys (coded, or named in text) that still stand.
-
-    Resolved/inactive, refuted and entered-in-error records do not count (common.json lists).
-    """
+    """AllergyIntolerances to these drug keys (coded, or named in text) that still stand
+    (fhir.status.allergy_present: not inactive/resolved, refuted or entered in error)."""
     wanted = set(allergen)
     terminology = ctx.knowledge.terminology
-    excluded = ctx.knowledge.data_setting("excluded_verification_statuses")
-    inactive = ctx.knowledge.data_setting("inactive_allergy_statuses")
     found = []
     for allergy in ctx.record.allergies:
-        if status_code(allergy, "clinicalStatus") in inactive:
-            continue
-        if status_code(allergy, "verificationStatus") in excluded:
+        if not status.allergy_present(allergy):
             continue
         code = allergy.get("code")
         keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))

@@ -24,6 +24,7 @@ from typing import Any
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding, Suggestion
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     as_list,
@@ -32,7 +33,6 @@ from cds_hooks.fhir.read import (
     quantity,
     ref_of,
     reference,
-    text,
 )
 from cds_hooks.rules.common import known_doses, new_therapy
 
@@ -86,7 +86,6 @@ class _Reading:
 def _latest(ctx, lookback_days: int) -> list[_Reading]:
     """The latest usable ALT and the latest usable AST of the look-back, each with its ULN."""
     terminology = ctx.knowledge.terminology
-    usable = set(ctx.knowledge.data_setting("usable_observation_statuses"))
     since = ctx.now - timedelta(days=lookback_days)
     ratio = float(ctx.settings.value("uln_multiple"))
     readings = []
@@ -94,7 +93,7 @@ def _latest(ctx, lookback_days: int) -> list[_Reading]:
         keys = ctx.settings.keys(enzyme)
         best: tuple[datetime, Mapping] | None = None
         for obs in ctx.record.observations:
-            if text(obs.get("status")) not in usable:
+            if not status.observation_usable(obs):
                 continue
             if not any(terminology.in_valueset(obs.get("code"), k) for k in keys):
                 continue
@@ -138,7 +137,7 @@ def _uln(obs: Mapping) -> float | None:
 
 def _monitoring(ctx, orders, tizanidine) -> Iterator[Finding]:
     """Continuing tizanidine at >= the monitoring dose with no ALT/AST in the look-back: info."""
-    prior = [o for o in ctx.record.history if o.has(*tizanidine) and o.status == "active"]
+    prior = [o for o in ctx.record.history if o.has(*tizanidine) and status.order_taken(o.status)]
     if not prior:
         return  # a first order: the baseline check is the prescriber's start-up routine
     if _any_enzyme(ctx):

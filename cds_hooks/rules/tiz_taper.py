@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 from cds_hooks.cards import Finding
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import reference
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.common import known_doses
@@ -33,10 +34,11 @@ TRIGGERS = ("drug/tizanidine",)
 
 def evaluate(ctx) -> Iterator[Finding]:
     tizanidine = ctx.settings.keys("tizanidine")
-    before = {o.ref: o for o in ctx.record.history if o.has(*tizanidine) and o.status == "active"}
+    before = {
+        o.ref: o for o in ctx.record.history if o.has(*tizanidine) and status.order_taken(o.status)
+    }
     if not before:
         return
-    stopping = set(ctx.knowledge.data_setting("stopping_statuses"))
     touched = {
         ref: draft for draft in ctx.record.drafts for ref in _replaces(draft) if ref in before
     }
@@ -48,7 +50,7 @@ def evaluate(ctx) -> Iterator[Finding]:
     after = [
         o
         for o in ctx.current
-        if o.has(*tizanidine) and o.status not in stopping and o.status != "on-hold"
+        if o.has(*tizanidine) and not status.order_stopping(o.status) and o.status != "on-hold"
     ]
     known_old, unknown_old = known_doses(before.values())
     known_new, unknown_new = known_doses(after)
