@@ -89,7 +89,7 @@ hook_calls = Table(
     Column("hook_instance", String(200)),
     Column("service_id", String(100), nullable=False),
     Column("hook", String(100)),
-    Column("called_at", UtcDateTime, nullable=False),
+    Column("called_at", UtcDateTime, nullable=False, index=True),  # index: the pruner
     Column("duration_ms", Float, nullable=False),
     Column("status", String(40), nullable=False),  # "ok" or the error code answered
     Column("patient", String(200)),  # plain id or "hmac-sha256:<hex>" (AUDIT_PATIENT_ID)
@@ -129,7 +129,7 @@ feedback = Table(
     Column("known_card", Boolean, nullable=False),  # False: no audited card has this uuid
     Column("outcome", String(20), nullable=False),
     Column("outcome_at", UtcDateTime, nullable=False),
-    Column("received_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False, index=True),  # index: the pruner
     Column("accepted_suggestions", JSON, nullable=False),
     Column("reason_system", String(300)),
     Column("reason_code", String(200)),
@@ -145,13 +145,41 @@ replay = Table(
     Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
 
+# Repeat suppression reads only this: one row per order fingerprint (which includes the caller,
+# the patient, the rule and the order), updated in place, so a lookup costs the same on day 300 as
+# on day 1. `select_*`: the newest card shown at order-select; `override_*`: the newest card
+# overridden with a reason, and when that feedback arrived. `updated_at` (the newer of the two)
+# lets the pruner drop rows past every suppression window.
+suppression_state = Table(
+    "suppression_state",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("select_card", String(64)),
+    Column("select_at", UtcDateTime),
+    Column("override_card", String(64)),
+    Column("override_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False, index=True),
+)
+
 
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[hook_calls, cards, feedback, replay])
 
 
+def _v2(conn: Connection) -> None:
+    """The in-place suppression table, filled from history; time indexes for the pruner."""
+    suppression_state.create(conn)
+    for table, column in ((hook_calls, "called_at"), (feedback, "received_at")):
+        # checkfirst: a database created by this code's _v1 has them already.
+        (index,) = [i for i in table.indexes if list(i.columns.keys()) == [column]]
+        index.create(conn, checkfirst=True)
+    from cds_hooks.store.suppression import rebuild_state  # the one place that knows the rules
+
+    rebuild_state(conn)
+
+
 # Append only: (version, step). A step gets a Connection inside the migration transaction.
-MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2)]
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.store.db import cards, feedback, insert_ignoring_duplicates, writing
+from cds_hooks.store.suppression import record_override
 
 
 @dataclass
@@ -47,16 +48,20 @@ def save(
     receipt = Receipt()
     statement = insert_ignoring_duplicates(engine, feedback)
     with writing(engine) as conn:
-        uuids = list({r["card_uuid"] for r in rows})
-        known = set(conn.execute(select(cards.c.uuid).where(cards.c.uuid.in_(uuids))).scalars())
+        uuids = sorted({r["card_uuid"] for r in rows})
+        query = select(cards.c.uuid, cards.c.fingerprint).where(cards.c.uuid.in_(uuids))
+        known = {uuid: fp for uuid, fp in conn.execute(query)}
         for row in rows:
             row["known_card"] = row["card_uuid"] in known
             # One statement per entry: a returned row says this one was new.
             if conn.execute(statement.values(**row)).first() is not None:
                 receipt.stored += 1
+                fp = known.get(row["card_uuid"])
+                if fp and row["outcome"] == "overridden" and row["with_reason"]:
+                    record_override(conn, fp, row["card_uuid"], received_at)
             else:
                 receipt.duplicates += 1
-        receipt.unknown_cards = sorted(set(uuids) - known)
+        receipt.unknown_cards = sorted(set(uuids) - known.keys())
     return receipt
 
 

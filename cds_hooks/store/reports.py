@@ -55,11 +55,20 @@ class Report:
     end: datetime
     rules: list[RuleReport]
     unknown_card_feedback: int
+    retention_days: int | None = None  # AUDIT_RETENTION_DAYS of the store read
+    kept_since: datetime | None = None  # the audit before this instant has been pruned
+
+    @property
+    def truncated(self) -> bool:
+        """The range starts before what is kept: its first days are no longer in the audit."""
+        return self.kept_since is not None and self.start < self.kept_since
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
+            "retentionDays": self.retention_days,
+            "keptSince": self.kept_since.isoformat() if self.kept_since else None,
             "rules": [r.to_dict() for r in self.rules],
             "unknownCardFeedback": self.unknown_card_feedback,
         }
