@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_hooks import auth, observability, openapi, outbound, preview, protocol
@@ -109,7 +109,7 @@ def _register_views(app: Flask) -> None:
         protocol.check_content_type(request.mimetype)
         body = protocol.parse_json(request.get_data(cache=False))
         observability.note_request(body)
-        result = call_service(declared, body, runtime())
+        result = call_service(declared, body, runtime(), g.get("client_claims"))
         observability.note_result(result)  # one log line and the metrics, after the response
         return jsonify(result.response)
 

@@ -176,7 +176,8 @@ def _within_limits(value: Any, long_strings: bool) -> bool:
     """
     if type(value) not in _CONTAINERS:
         return not (long_strings and type(value) is str and len(value) > MAX_STRING_CHARS)
-    level, depth, total, keys = [value], 0, 0, set()
+    level, depth, total = [value], 0, 0
+    keys: set[str] = set()
     while level:
         depth += 1
         if depth > MAX_DEPTH:

@@ -131,6 +131,11 @@ def _text(report) -> None:
             print(f"{r.rule_id}: {r.suppressed} repeat card(s) suppressed")
     if report.unknown_card_feedback:
         print(f"feedback for unknown card uuids: {report.unknown_card_feedback}")
+    if report.other_caller_feedback:
+        print(
+            f"feedback from another client than the card's recipient (not counted): "
+            f"{report.other_caller_feedback}"
+        )
 
 
 def _csv(report) -> None:

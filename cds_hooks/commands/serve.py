@@ -6,6 +6,7 @@ import argparse
 import errno
 import socket
 import sys
+from contextlib import nullcontext
 from typing import Any
 
 from cds_hooks.commands import UsageError, build_app, positive, setting_problem
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=positive(int),
-        help="worker processes (default: one per CPU core available, at least 2)",
+        help="worker processes (default: one per usable CPU, capped by the cgroup CPU quota)",
     )
     parser.add_argument(
         "--threads",
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.auth import BindRefused, check_bind_allowed
+    from cds_hooks.observability import multiprocess_metrics
     from cds_hooks.settings import load as load_settings
 
     # Refuse a bad setting, an unsafe bind or a busy port before anything is opened (the
@@ -70,14 +72,17 @@ def run(args: argparse.Namespace) -> int:
     except BindRefused as refused:
         raise UsageError(str(refused)) from None
     check_port(args.host, args.port)
-    app = build_app()
-    print(f"cds-hooks: {notice}", file=sys.stderr)
-    where = f"http://{_bind(args.host, args.port)}/cds-services"
-    if args.reload:
-        print(f"cds-hooks: serving on {where} (development server)", file=sys.stderr)
-        app.run(host=args.host, port=args.port, threaded=True, use_reloader=True)
-        return 0
-    _gunicorn(app, args, where)
+    # gunicorn workers write their metrics to files in one folder, so that /metrics adds them
+    # up: switched on before the app makes its metrics (not for the development server).
+    with nullcontext() if args.reload else multiprocess_metrics():
+        app = build_app()
+        print(f"cds-hooks: {notice}", file=sys.stderr)
+        where = f"http://{_bind(args.host, args.port)}/cds-services"
+        if args.reload:
+            print(f"cds-hooks: serving on {where} (development server)", file=sys.stderr)
+            app.run(host=args.host, port=args.port, threaded=True, use_reloader=True)
+            return 0
+        _gunicorn(app, args, where)
     return 0
 
 
@@ -136,6 +141,7 @@ def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
         "threads": args.threads,
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
+        "child_exit": gunicorn_conf.child_exit,  # /metrics: every worker's files, one folder
         "when_ready": when_ready,
         "proc_name": "cds-hooks",
     }

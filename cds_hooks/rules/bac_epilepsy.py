@@ -1,4 +1,4 @@
-"""BAC-EPILEPSY: baclofen (oral or intrathecal) for a patient with epilepsy or a seizure disorder.
+"""BAC-EPILEPSY: baclofen for a patient with epilepsy.
 
 When baclofen is ordered for a patient with an active epilepsy or seizure-disorder condition,
 then inform: deterioration in seizure control and in the EEG has been reported in patients with
@@ -15,13 +15,18 @@ from collections.abc import Iterator
 
 from cds_hooks.cards import Finding
 from cds_hooks.rules.common import new_therapy
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-EPILEPSY"
 NEEDS = ("conditions",)
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    return list(_findings(ctx))
+
+
+def _findings(ctx: RuleContext) -> Iterator[Finding]:
     found = ctx.record.conditions_in(ctx.settings.keys("epilepsy"))
     if not found:
         return

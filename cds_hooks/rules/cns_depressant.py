@@ -1,4 +1,4 @@
-"""CNS-DEPRESSANT: oral baclofen or tizanidine with other CNS depressants or alcohol use disorder.
+"""CNS-DEPRESSANT: baclofen or tizanidine with other CNS depressants.
 
 When oral baclofen or tizanidine is ordered while an opioid, a benzodiazepine, a Z-drug hypnotic,
 a barbiturate or a gabapentinoid is current therapy or another draft, or the patient has an
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from cds_hooks.cards import Finding
 from cds_hooks.rules.common import interacting, new_therapy
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "CNS-DEPRESSANT"
 NEEDS = ("medications", "conditions")
@@ -27,7 +28,11 @@ TRIGGERS = ("drug/baclofen", "drug/tizanidine")
 KINDS = ("opioids", "benzodiazepines", "z_drugs", "barbiturates", "gabapentinoids")
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    return list(_findings(ctx))
+
+
+def _findings(ctx: RuleContext) -> Iterator[Finding]:
     terminology = ctx.knowledge.terminology
     alcohol = ctx.record.conditions_in(ctx.settings.keys("alcohol_use_disorder"))
     for order in new_therapy(ctx, *ctx.settings.keys("antispastics")):

@@ -1,4 +1,4 @@
-"""TIZ-ALLERGY: tizanidine for a patient with a recorded tizanidine allergy or intolerance.
+"""TIZ-ALLERGY: tizanidine for a patient with a recorded tizanidine allergy.
 
 When tizanidine is ordered and the record holds an AllergyIntolerance to tizanidine (coded, or
 named in text) that is not resolved/inactive, refuted or entered in error, then raise a critical
@@ -15,13 +15,18 @@ from collections.abc import Iterator
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.rules.common import describe_allergy, is_intolerance, new_therapy, recorded_allergies
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-ALLERGY"
 NEEDS = ("allergies",)
 TRIGGERS = ("drug/tizanidine",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    return list(_findings(ctx))
+
+
+def _findings(ctx: RuleContext) -> Iterator[Finding]:
     allergies = recorded_allergies(ctx, ctx.settings.keys("allergen"))
     if not allergies:
         return

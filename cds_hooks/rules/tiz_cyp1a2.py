@@ -5,8 +5,7 @@ current therapy or another draft, or one of them is ordered while tizanidine is,
 new order critical: the combination is contraindicated (fluvoxamine raises tizanidine exposure
 about 33-fold, ciprofloxacin about 10-fold) and suggest cancelling the new order. With another
 CYP1A2 inhibitor (zileuton, amiodarone, mexiletine, propafenone, verapamil, cimetidine,
-famotidine, acyclovir, ticlopidine, and fluoroquinolones other than ciprofloxacin: levofloxacin,
-moxifloxacin, norfloxacin, ofloxacin), warn: avoid, or start at 2 mg and titrate in 2-4 mg steps.
+famotidine, acyclovir, ticlopidine), warn: avoid, or start at 2 mg and titrate in 2-4 mg steps.
 Source: [L] "Contraindications" and "Drug Interactions".
 
 One card per order, the highest tier, naming every interacting order. Oral contraceptives are
@@ -17,24 +16,19 @@ solution) have no relevant systemic exposure and do not count.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.fhir.read import codings
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-CYP1A2"
 NEEDS = ("medications",)
-TRIGGERS = (
-    "drug/tizanidine",
-    "drug-group/cyp1a2-inhibitors-strong-contraindicated-with-tizanidine",
-    "drug-group/cyp1a2-inhibitors-other-caution-with-tizanidine",
-    "drug-group/fluoroquinolones-other-than-ciprofloxacin",
-)
+TRIGGERS = ("tizanidine", "strong", "other")
 TIERS = ("strong", "other")  # value-set names in the settings, and card names, highest first
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     settings = ctx.settings
     tizanidine = settings.keys("tizanidine")
     excluded = settings.keys("reported_by_tiz_contraceptive")
@@ -48,7 +42,7 @@ def evaluate(ctx) -> Iterator[Finding]:
 
     current = ctx.current
     current_refs = {o.ref for o in current}
-    for order in ctx.record.targets:
+    for order in ctx.targets(*tizanidine, *(k for t in TIERS for k in settings.keys(t))):
         if order.ref not in current_refs:  # a stop is not new therapy
             continue
         others = [o for o in current if o.ref != order.ref]
@@ -75,7 +69,8 @@ def evaluate(ctx) -> Iterator[Finding]:
             *(f"{_what(t, order, tizanidine)}: {o.label()}, {o.state()}" for o, t in partners),
         )
         cancel = (suggestions.cancel(order),) if card == "strong" else ()
-        yield Finding(RULE_ID, card, order.ref, facts, evidence, cancel)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, evidence, cancel))
+    return findings
 
 
 def _named_with(order, words: tuple[str, ...]) -> bool:

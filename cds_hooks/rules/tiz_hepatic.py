@@ -35,6 +35,7 @@ from cds_hooks.fhir.read import (
     reference,
 )
 from cds_hooks.rules.common import known_doses, new_therapy
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-HEPATIC"
 NEEDS = ("observations", "conditions", "medications")
@@ -45,7 +46,11 @@ _UNITS: dict[str, float] = {"u/l": 1.0, "[iu]/l": 1.0, "iu/l": 1.0, "ukat/l": 60
 _ENZYMES = ("alt", "ast")
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    return list(_findings(ctx))
+
+
+def _findings(ctx: RuleContext) -> Iterator[Finding]:
     tizanidine = ctx.settings.keys("tizanidine")
     orders = new_therapy(ctx, *tizanidine)
     if not orders:

@@ -1,4 +1,4 @@
-"""TIZ-HYPOTENSION: tizanidine with antihypertensives or another alpha-2 adrenergic agonist.
+"""TIZ-HYPOTENSION: tizanidine with antihypertensives or another alpha-2 agonist.
 
 When tizanidine is ordered while another alpha-2 adrenergic agonist (clonidine, guanfacine,
 methyldopa) is current therapy or another draft, or such an agonist is ordered while tizanidine
@@ -19,13 +19,18 @@ from collections.abc import Iterator
 
 from cds_hooks.cards import Finding
 from cds_hooks.rules.common import interacting, new_therapy
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-HYPOTENSION"
 NEEDS = ("medications",)
 TRIGGERS = ("drug/tizanidine", "drug-group/alpha2-agonists")
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    return list(_findings(ctx))
+
+
+def _findings(ctx: RuleContext) -> Iterator[Finding]:
     tizanidine = ctx.settings.keys("tizanidine")
     alpha2 = ctx.settings.keys("alpha2_agonists")
     antihypertensives = ctx.settings.keys("antihypertensives")

@@ -1,4 +1,4 @@
-"""TIZ-TAPER: stopping or sharply cutting tizanidine after long use at high doses needs a taper.
+"""TIZ-TAPER: stopping or sharply cutting tizanidine after long, high-dose use.
 
 When this session's drafts stop, cancel or put on hold the patient's active tizanidine, or lower
 the total daily tizanidine dose by more than 50% at once, in any way an EHR writes it (a revision
@@ -26,13 +26,18 @@ from cds_hooks.fhir import status
 from cds_hooks.fhir.read import reference
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.common import known_doses
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-TAPER"
 NEEDS = ("medications",)
 TRIGGERS = ("drug/tizanidine",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    return list(_findings(ctx))
+
+
+def _findings(ctx: RuleContext) -> Iterator[Finding]:
     tizanidine = ctx.settings.keys("tizanidine")
     before = {
         o.ref: o for o in ctx.record.history if o.has(*tizanidine) and status.order_taken(o.status)

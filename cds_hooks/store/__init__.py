@@ -25,6 +25,7 @@ from cds_hooks.store.replay import ReplayStore
 from cds_hooks.store.reports import Report, rule_report
 from cds_hooks.store.retention import Pruner, Retention, prune
 from cds_hooks.store.suppression import (
+    Caller,
     Candidate,
     SuppressionSettings,
     decide,
@@ -32,7 +33,15 @@ from cds_hooks.store.suppression import (
     record_shown,
 )
 
-__all__ = ["CallAudit", "Candidate", "Store", "StoreSettings", "SuppressionSettings", "open_store"]
+__all__ = [
+    "CallAudit",
+    "Caller",
+    "Candidate",
+    "Store",
+    "StoreSettings",
+    "SuppressionSettings",
+    "open_store",
+]
 
 
 @dataclass(frozen=True)
@@ -119,9 +128,16 @@ class Store:
         self._pruner = Pruner(self, engine, self.retention, self.clock)
 
     def fingerprint(
-        self, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
+        self,
+        patient_id: str,
+        rule_id: str,
+        kind: str,
+        order: MedOrder,
+        about: str = "",
+        caller: Caller | None = None,
     ) -> str:
-        return fingerprint(self.patients.key, patient_id, rule_id, kind, order, about)
+        scope = caller.scope if caller is not None else ""
+        return fingerprint(self.patients.key, patient_id, rule_id, kind, order, about, scope)
 
     def audit_call(
         self, call: CallAudit, candidates: Sequence[Candidate] = ()
@@ -142,10 +158,20 @@ class Store:
         return suppressed
 
     def save_feedback(
-        self, service_id: str, entries: Sequence[Mapping[str, Any]], received_at: datetime
+        self,
+        service_id: str,
+        entries: Sequence[Mapping[str, Any]],
+        received_at: datetime,
+        caller: Caller | None = None,
     ) -> feedback_store.Receipt:
+        """Store feedback durably; only a card's own recipient (`caller`) can silence it."""
         return feedback_store.save(
-            self.engine, service_id, entries, received_at, keep_comments=self.keep_comments
+            self.engine,
+            service_id,
+            entries,
+            received_at,
+            keep_comments=self.keep_comments,
+            client=caller.client if caller is not None else None,
         )
 
     def report(self, start: datetime, end: datetime) -> Report:

@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, case, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from cds_hooks import outbound
 from cds_hooks.fhir.read import as_list, codings
 from cds_hooks.record import MedOrder
 from cds_hooks.store.db import cards, feedback, suppression_state
@@ -39,6 +40,44 @@ class SuppressionSettings:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who made a hook call, as far as the service can tell (issue 10, "isolation").
+
+    Repeat and override suppression are scoped to it: the client JWT's issuer and tenant when
+    authentication is on, and the origin of `fhirServer` in every case (the EHR whose data the
+    call is about). Two callers naming the same patient id and order never share a fingerprint.
+    Feedback carries no fhirServer: it is matched on `client` (issuer and tenant) alone.
+    """
+
+    issuer: str | None = None
+    tenant: str | None = None
+    fhir_origin: str | None = None
+
+    @classmethod
+    def of(cls, claims: Any, fhir_server: Any) -> Caller:
+        """From the verified JWT's claims (None: auth off) and the request's fhirServer."""
+        origin = None
+        if isinstance(fhir_server, str) and fhir_server:
+            parsed = outbound.origin(fhir_server)
+            # A URL the FHIR client would refuse still tells callers apart, as written.
+            origin = "{}://{}:{}".format(*parsed) if parsed else fhir_server.strip().lower()
+        return cls(getattr(claims, "iss", None), getattr(claims, "tenant", None), origin)
+
+    @property
+    def client(self) -> str | None:
+        """The part feedback can prove (issuer, tenant), as a digest; None with auth off."""
+        if self.issuer is None:
+            return None
+        return hashlib.sha256(json.dumps([self.issuer, self.tenant]).encode()).hexdigest()
+
+    @property
+    def scope(self) -> str:
+        """What enters the fingerprint; empty when nothing is known about the caller."""
+        parts = [self.issuer, self.tenant, self.fhir_origin]
+        return json.dumps(parts, separators=(",", ":")) if any(parts) else ""
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A card this call would show, with what the audit and the suppression need to know."""
 
@@ -46,6 +85,7 @@ class Candidate:
     rule_id: str
     order_ref: str | None
     fingerprint: str | None
+    client: str | None = None  # Caller.client of the call that produced it
 
     @property
     def uuid(self) -> str:
@@ -57,9 +97,16 @@ class Candidate:
 
 
 def fingerprint(
-    key: bytes, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
+    key: bytes,
+    patient_id: str,
+    rule_id: str,
+    kind: str,
+    order: MedOrder,
+    about: str = "",
+    scope: str = "",
 ) -> str:
-    """The same patient, rule, card kind and unchanged order give the same value; an edit a new one.
+    """The same caller, patient, rule, card kind and unchanged order give the same value; an edit,
+    or another caller (`Caller.scope`), a new one.
 
     `kind` is the rule's card name (Finding.card), so a different problem the same rule finds
     with the same order is a different card, and shows.
@@ -72,8 +119,16 @@ def fingerprint(
     """
     med = sorted({f"{s}|{c}" for s, c, _ in codings(order.concept) if s and c})
     dosage = [_without_ids(d) for d in as_list(order.resource.get("dosageInstruction"))]
+    parts = [
+        patient_id,
+        rule_id,
+        kind,
+        med or ["text|" + order.name.strip().lower()],
+        dosage,
+        about,
+    ]
     payload = json.dumps(
-        [patient_id, rule_id, kind, med or ["text|" + order.name.strip().lower()], dosage, about],
+        [scope, *parts] if scope else parts,  # no caller known: the value of earlier versions
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
