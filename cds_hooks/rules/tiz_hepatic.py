@@ -142,7 +142,11 @@ def _uln(obs: Mapping) -> float | None:
 
 def _monitoring(ctx, orders, tizanidine) -> Iterator[Finding]:
     """Continuing tizanidine at >= the monitoring dose with no ALT/AST in the look-back: info."""
-    prior = [o for o in ctx.record.history if o.has(*tizanidine) and status.order_taken(o.status)]
+    prior = [
+        o
+        for o in ctx.record.orders_on_record
+        if o.has(*tizanidine) and status.order_taken(o.status)
+    ]
     if not prior:
         return  # a first order: the baseline check is the prescriber's start-up routine
     if _any_enzyme(ctx):

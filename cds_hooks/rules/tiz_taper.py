@@ -40,7 +40,9 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
 def _findings(ctx: RuleContext) -> Iterator[Finding]:
     tizanidine = ctx.settings.keys("tizanidine")
     before = {
-        o.ref: o for o in ctx.record.history if o.has(*tizanidine) and status.order_taken(o.status)
+        o.ref: o
+        for o in ctx.record.orders_on_record
+        if o.has(*tizanidine) and status.order_taken(o.status)
     }
     if not before:
         return
@@ -122,7 +124,7 @@ def _risk(ctx, before: Mapping[str, MedOrder], touched, total_old: float | None)
 
 def _start(ctx, orders: list[MedOrder]) -> datetime | None:
     """The earliest authoredOn along each order's priorPrescription chain (None if any unknown)."""
-    by_ref = {o.ref: o for o in ctx.record.history}
+    by_ref = {o.ref: o for o in ctx.record.orders_on_record}
     starts = []
     for order in orders:
         seen: set[str] = set()
