@@ -33,7 +33,7 @@ def test_baclofen_over_the_maximum_offers_the_same_order_at_it(
     body = hook_request([med_request("d1", dose_mg=dose_mg, per_day=per_day)])
     (card,) = rule_cards(call, body, "BAC-DOSE")
     offered = suggestions_of(card)
-    assert list(offered) == [label, "Cancel this baclofen order"]
+    assert list(offered) == ["Cancel this baclofen order", label]
     quantity, repeat, resource = new_dose(offered[label])
     assert quantity == {
         "value": each,
@@ -90,7 +90,7 @@ def test_tizanidine_over_a_maximum_offers_the_same_order_at_it(
 ):
     (card,) = rule_cards(call, hook_request([tizanidine(dose_mg, per_day)]), "TIZ-DOSE")
     offered = suggestions_of(card)
-    assert list(offered) == [label, "Cancel this tizanidine order"]
+    assert list(offered) == ["Cancel this tizanidine order", label]
     quantity, repeat, _resource = new_dose(offered[label])
     assert quantity["value"] == each and repeat["frequency"] == times
 

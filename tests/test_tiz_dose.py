@@ -47,7 +47,7 @@ def test_daily_and_single_dose_thresholds(call, dose_mg, per_day, summary):
     if summary:
         assert cards[0]["indicator"] == "warning"
         assert cards[0]["overrideReasons"]
-        assert cards[0]["suggestions"][-1]["label"] == "Cancel this tizanidine order"
+        assert cards[0]["suggestions"][0]["label"] == "Cancel this tizanidine order"
 
 
 def test_advice_keeps_three_doses_a_day_and_the_renal_order_of_steps(call):

@@ -76,6 +76,6 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
                 at_max = suggestions.replace(
                     order, found.resource, f"Change {order.ref} to {found.words}", "at_max"
                 )
-                offered = (at_max, *offered)
+                offered = (*offered, at_max)
         findings.append(Finding(RULE_ID, card, order.ref, facts, tuple(evidence), offered))
     return findings

@@ -8,7 +8,7 @@ for creatinine clearance below 25 mL/min, says to raise the individual dose befo
 (the label's renal advice). One card per order (daily, single, or both in one card), with
 "Cancel". The daily dose is computed as for BAC-DOSE (`clinical/dose.py`); an order whose dose
 cannot be computed gives no card, and a current order whose dose cannot be computed is named but
-not counted (never a guess; logged). Next to "Cancel", the same order at the label maximum
+not counted (never a guess; logged). Next to "Cancel" (first), the same order at the label maximum
 (`dose_limit.at_maximum`): the same number of doses a day (at most three), each at most 16 mg,
 the total with the other current orders at most 36 mg/day, in whole 2 mg steps.
 """
@@ -84,6 +84,6 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
             at_max = suggestions.replace(
                 order, found.resource, f"Change {order.ref} to {found.words}", "at_max"
             )
-            offered = (at_max, *offered)
+            offered = (*offered, at_max)
         findings.append(Finding(RULE_ID, card, order.ref, facts, evidence, offered))
     return findings
