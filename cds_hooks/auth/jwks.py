@@ -84,8 +84,8 @@ class JwksCache:
                 stream=True,
                 headers={"Accept": "application/json"},
             )
-        except outbound.DestinationRefused as refused:
-            raise AuthError(f"JWKS fetch from {url[:200]} refused: {refused}") from None
+        except outbound.DestinationRefused as error:
+            raise AuthError(f"JWKS fetch from {url[:200]} refused: {error}") from None
         except requests.RequestException as error:
             raise AuthError(f"JWKS fetch from {url[:200]} failed: {type(error).__name__}") from None
         try:
