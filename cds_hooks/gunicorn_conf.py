@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,32 @@ def _deadline() -> float:
 wsgi_app = "cds_hooks.app:create_app()"
 bind = [os.environ.get("CDS_BIND", "127.0.0.1:8080")]
 globals().update(settings(_deadline()))
+
+
+def bind_check(allow_unauthenticated: bool = False) -> Callable[[Any], None]:
+    """gunicorn's `on_starting` hook: the serve command's bind policy for every bind address.
+
+    Runs in the master before any socket is bound, so `gunicorn -c python:cds_hooks.gunicorn_conf
+    -b 0.0.0.0:8000` without issuers stops there, as `cds-hooks serve --host 0.0.0.0` does.
+    """
+
+    def on_starting(server: Any) -> None:
+        from cds_hooks import settings as settings_module
+        from cds_hooks.commands.serve import BindRefused, check_gunicorn_binds
+
+        try:
+            notices = check_gunicorn_binds(
+                list(server.cfg.bind), settings_module.load(), allow_unauthenticated
+            )
+        except BindRefused as refused:
+            raise RuntimeError(f"cds-hooks: {refused}") from None  # gunicorn: message, exit 1
+        for notice in dict.fromkeys(notices):
+            server.log.info("cds-hooks: %s", notice)
+
+    return on_starting
+
+
+on_starting = bind_check()
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -63,6 +63,12 @@ class ObservabilitySettings:
         boolean(),
         "Prometheus metrics at /metrics (no patient data: service ids, rule ids, prefetch keys).",
     )
+    metrics_public: bool = setting(
+        False,
+        boolean(),
+        "With `AUTH_ISSUERS`, also serve /metrics (it is not behind the JWT): only where the "
+        "network limits who can reach it. Without issuers /metrics follows `METRICS` alone.",
+    )
     log_format: str = setting(
         "json",
         text(("json", "text", "none")),
@@ -102,6 +108,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # "\n", "\r", "\x1b", "\u2028"
+
+
+class TextFormatter(logging.Formatter):
+    """Plain text, one line per record: control characters escaped, tokens masked (as in JSON).
+
+    Without this a message quoting request data (an encoded newline) could forge a log line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _CONTROL.sub(_escape, redact(super().format(record)))
+
+
 class RequestIdFilter(logging.Filter):
     """Stamp the current request's id on every record logged while handling it."""
 
@@ -132,7 +155,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
         handler.addFilter(_default_request_id)
     logger.addHandler(handler)
