@@ -41,6 +41,7 @@ def test_held_back_cards_show_in_audit_log_header_and_metrics(knowledge, tmp_pat
     logged = {(s["rule"], s["reason"], s["earlier"]) for s in line["suppressed"]}
     assert logged == {(rule, "select-sign", uuid) for uuid, rule in shown.items()}
 
+    app.extensions["cds_hooks"].store.drain()  # the audit queue written first
     with app.extensions["cds_hooks"].store.engine.connect() as conn:
         rows = conn.execute(select(cards_table).where(cards_table.c.hook == "order-sign")).all()
     audited = {(r.rule_id, r.shown, r.suppressed_by, r.earlier_card) for r in rows}

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
 from cds_hooks.config import boolean, integer, number, path, setting, text
@@ -32,6 +33,7 @@ from cds_hooks.store.suppression import (
     fingerprint,
     record_shown,
 )
+from cds_hooks.store.writer import AuditQueue
 
 __all__ = [
     "CallAudit",
@@ -96,6 +98,17 @@ class StoreSettings:
         integer(min=1),
         "Days the audit (hook calls, cards) and the feedback are kept; older rows are pruned.",
     )
+    audit_queue_size: int = setting(
+        1000,
+        integer(min=0, max=1_000_000),
+        "Hook calls whose audit may wait for the writer thread (0: written in the request). "
+        "At most this many are lost if the process is killed.",
+    )
+    audit_flush_seconds: float = setting(
+        0.2,
+        number(min=0, max=60),
+        "How long the audit writer gathers calls into one transaction.",
+    )
     prune_interval_seconds: float = setting(
         600,
         number(min=0),
@@ -113,6 +126,8 @@ class Store:
         keep_comments: bool = True,
         retention: Retention | None = None,
         clock: Callable[[], datetime] | None = None,
+        queue_size: int = 1000,
+        flush_seconds: float = 0.2,
     ):
         migrate(engine)
         _fork_safe(engine)
@@ -126,6 +141,13 @@ class Store:
         )
         self.replay = ReplayStore(engine)
         self._pruner = Pruner(self, engine, self.retention, self.clock)
+        self.queue = AuditQueue(
+            engine,
+            self._write_audit,
+            size=queue_size,
+            flush_seconds=flush_seconds,
+            describe=lambda item: str(item[0].hook_instance),
+        )
 
     def fingerprint(
         self,
@@ -147,15 +169,33 @@ class Store:
         Returns card uuid -> (why, earlier card uuid) for the cards not to show.
         """
         self._pruner.ensure_started(os.getpid())
-        with writing(self.engine, durable=False) as conn:
-            suppressed = (
-                decide(conn, call.hook or "", candidates, self.suppression, call.called_at)
-                if candidates and call.patient_id
-                else {}
-            )
-            write_call(conn, call, self.patients, candidates, suppressed)
-            record_shown(conn, call.hook or "", candidates, suppressed, call.called_at)
+        suppressed = self._suppress(call, candidates) if candidates and call.patient_id else {}
+        item = (call, list(candidates), suppressed)
+        if not self.queue.put(item):  # full or off: this request writes its own audit
+            with writing(self.engine, durable=False) as conn:
+                self._write_audit(conn, [item])
         return suppressed
+
+    def _suppress(self, call: CallAudit, candidates: Sequence[Candidate]) -> dict:
+        """The decision, and for order-select the in-place record of what it shows: in the
+        request, so the next call sees it even while this call's audit waits in the queue."""
+        hook = call.hook or ""
+        if hook != "order-select":
+            with self.engine.connect() as conn:
+                return decide(conn, hook, candidates, self.suppression, call.called_at)
+        with writing(self.engine, durable=False) as conn:
+            suppressed = decide(conn, hook, candidates, self.suppression, call.called_at)
+            record_shown(conn, hook, candidates, suppressed, call.called_at)
+        return suppressed
+
+    def _write_audit(self, conn: Connection, batch: Sequence[Any]) -> None:
+        for call, candidates, suppressed in batch:
+            write_call(conn, call, self.patients, candidates, suppressed)
+        feedback_store.reconcile(conn, [c for _call, cs, _s in batch for c in cs])
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Write the queued audit of this process now (tests, reports, feedback lookups)."""
+        return self.queue.drain(timeout)
 
     def save_feedback(
         self,
@@ -165,6 +205,7 @@ class Store:
         caller: Caller | None = None,
     ) -> feedback_store.Receipt:
         """Store feedback durably; only a card's own recipient (`caller`) can silence it."""
+        self.drain(5.0)  # cards this process still holds in its queue: in the database first
         return feedback_store.save(
             self.engine,
             service_id,
@@ -176,6 +217,7 @@ class Store:
 
     def report(self, start: datetime, end: datetime) -> Report:
         """Per-rule outcomes; the report says from when on the audit is still kept."""
+        self.drain()
         report = rule_report(self.engine, start, end)
         report.retention_days = self.retention.audit.days
         report.kept_since = self.retention.kept_since(self.clock())
@@ -186,6 +228,7 @@ class Store:
         return prune(self.engine, self.retention, now or self.clock())
 
     def close(self) -> None:
+        self.queue.close()  # written, not lost
         self._pruner.stop()
         self.engine.dispose()
 
@@ -231,4 +274,6 @@ def open_store(settings: StoreSettings, clock: Callable[[], datetime] | None = N
             interval_seconds=settings.prune_interval_seconds,
         ),
         clock=clock,
+        queue_size=settings.audit_queue_size,
+        flush_seconds=settings.audit_flush_seconds,
     )
