@@ -196,7 +196,7 @@ def _candidates(
                     store.fingerprint(
                         patient_id,
                         finding.rule_id,
-                        finding.card,
+                        finding.template,
                         order,
                         _about(finding),
                         caller,
