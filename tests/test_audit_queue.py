@@ -1,8 +1,9 @@
-"""The audit queue (issue 15): hook-call audit written off the request's path without losing it.
+"""The audit queue (issue 15): the audit of calls without cards is written off the request's
+path without losing it.
 
 A clean shutdown loses nothing (gunicorn workers, interpreter exit, Store.close); a full queue
-makes the request write its own audit; suppression sees a call still in the queue; feedback that
-outruns the queue of another process still counts once the card is written.
+makes the request write its own audit; a call with cards is in the database before its answer,
+so the next call and feedback sent to another process see its cards at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sqlalchemy import func, select
 
 from cds_hooks import create_app
 from cds_hooks.store import StoreSettings, open_store
-from cds_hooks.store.db import cards, feedback, hook_calls
+from cds_hooks.store.db import cards, hook_calls
+from tests.factories import LISINOPRIL_10_TAB, MS, condition, hook_request, med_request
 from tests.test_crash import CLI, start_server
 from tests.test_feedback import RULE, overridden, post, warning_request
 
@@ -37,6 +39,16 @@ def make_app(knowledge, tmp_path, **config):
     return create_app({"NOW": NOW, "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path), **config})
 
 
+def unrelated() -> dict:
+    """An order no rule is about (most hook traffic): no card, so its audit may wait."""
+    return hook_request([med_request("d1", LISINOPRIL_10_TAB)], conditions=[condition("c1", MS)])
+
+
+def call_unrelated(client) -> None:
+    response = client.post("/cds-services/antispasticity-order-select", json=unrelated())
+    assert response.status_code == 200 and response.get_json()["cards"] == []
+
+
 def rule_cards(client, hook: str) -> list[dict]:
     response = client.post(f"/cds-services/antispasticity-{hook}", json=warning_request(hook))
     assert response.status_code == 200
@@ -47,12 +59,12 @@ def test_the_audit_waits_in_the_queue_and_close_writes_it(knowledge, tmp_path):
     app = make_app(knowledge, tmp_path, **SLOW)
     client = app.test_client()
     for _ in range(5):
-        rule_cards(client, "order-select")
+        call_unrelated(client)
     store = app.extensions["cds_hooks"].store
     assert count(store) == 0 and len(store.queue) == 5  # off the request's path
     store.close()
     reopened = open_store(StoreSettings(data_dir=str(tmp_path)))
-    assert count(reopened) == 5 and count(reopened, cards) == 10
+    assert count(reopened) == 5
     reopened.close()
 
 
@@ -60,7 +72,7 @@ def test_a_full_queue_makes_the_request_write_its_own_audit(knowledge, tmp_path)
     app = make_app(knowledge, tmp_path, AUDIT_QUEUE_SIZE=3, **SLOW)
     client = app.test_client()
     for _ in range(7):
-        rule_cards(client, "order-select")
+        call_unrelated(client)
     store = app.extensions["cds_hooks"].store
     assert count(store) == 4 and len(store.queue) == 3  # the overflow was written, not dropped
     assert store.drain()
@@ -69,35 +81,31 @@ def test_a_full_queue_makes_the_request_write_its_own_audit(knowledge, tmp_path)
 
 def test_queue_size_zero_writes_in_the_request(knowledge, tmp_path):
     app = make_app(knowledge, tmp_path, AUDIT_QUEUE_SIZE=0)
-    rule_cards(app.test_client(), "order-select")
+    call_unrelated(app.test_client())
     assert count(app.extensions["cds_hooks"].store) == 1
 
 
-def test_suppression_sees_a_call_still_in_the_queue(knowledge, tmp_path):
+def test_failed_calls_wait_in_the_queue_too(knowledge, tmp_path):
     app = make_app(knowledge, tmp_path, **SLOW)
-    client = app.test_client()
-    (card,) = rule_cards(client, "order-select")
-    assert count(app.extensions["cds_hooks"].store) == 0  # its audit still waits
-    assert rule_cards(client, "order-sign") == []  # the in-place state was written at once
-    # Feedback on a card still queued: this process writes its queue first, so the card is known.
-    status, receipt = post(client, [overridden(card["uuid"])])
-    assert status == 200 and receipt["unknownCards"] == []
-    assert rule_cards(client, "order-select") == []
+    assert app.test_client().post("/cds-services/antispasticity-order-select", json={}).status_code
+    store = app.extensions["cds_hooks"].store
+    assert len(store.queue) == 1 and store.drain()
+    with store.engine.connect() as conn:
+        assert conn.execute(select(hook_calls.c.status)).scalar() == "bad_request"
 
 
-def test_feedback_that_outruns_another_processs_queue_still_counts(knowledge, tmp_path):
-    """Worker A answered the call (its audit still queued); worker B receives the override."""
+def test_a_call_with_cards_is_in_the_database_before_its_answer(knowledge, tmp_path):
+    """Worker A shows the card; worker B (another process, same database) gets the override
+    at once, knows the card, and the next call anywhere holds the card back."""
     a = make_app(knowledge, tmp_path, **SLOW)
     b = make_app(knowledge, tmp_path, **SLOW)
     (card,) = rule_cards(a.test_client(), "order-select")
+    assert len(a.extensions["cds_hooks"].store.queue) == 0
+    assert count(b.extensions["cds_hooks"].store, cards) == 2  # both of its cards
+    assert rule_cards(b.test_client(), "order-sign") == []  # select -> sign, across workers
     status, receipt = post(b.test_client(), [overridden(card["uuid"])])
-    assert status == 200 and receipt["unknownCards"] == [card["uuid"]]  # B cannot know it yet
-    assert len(rule_cards(b.test_client(), "order-select")) == 1  # not yet applied
-    a.extensions["cds_hooks"].store.drain()  # A writes the card and finds the early feedback
-    with b.extensions["cds_hooks"].store.engine.connect() as conn:
-        (row,) = conn.execute(select(feedback)).all()
-    assert (row.known_card, row.from_recipient) == (True, True)
-    assert rule_cards(b.test_client(), "order-select") == []  # the override now holds
+    assert status == 200 and receipt["unknownCards"] == []
+    assert rule_cards(a.test_client(), "order-select") == []
 
 
 def test_interpreter_exit_writes_the_queue(tmp_path):
@@ -105,13 +113,12 @@ def test_interpreter_exit_writes_the_queue(tmp_path):
     script = textwrap.dedent(
         f"""
         from cds_hooks import create_app
-        from tests.test_feedback import warning_request
+        from tests.test_audit_queue import call_unrelated
         app = create_app({{"DATA_DIR": {str(tmp_path)!r}, "AUDIT_FLUSH_SECONDS": 60,
                           "LOG_FORMAT": "none"}})
         client = app.test_client()
         for _ in range(20):
-            assert client.post("/cds-services/antispasticity-order-select",
-                               json=warning_request()).status_code == 200
+            call_unrelated(client)
         assert len(app.extensions["cds_hooks"].store.queue) == 20
         """
     )
@@ -135,11 +142,9 @@ def test_a_clean_shutdown_of_the_server_loses_nothing(tmp_path, monkeypatch):
         session = requests.Session()
         for _ in range(60):
             response = session.post(
-                f"{base}/cds-services/antispasticity-order-select",
-                json=warning_request(),
-                timeout=10,
+                f"{base}/cds-services/antispasticity-order-select", json=unrelated(), timeout=10
             )
-            assert response.status_code == 200
+            assert response.status_code == 200 and response.json()["cards"] == []
         store = open_store(StoreSettings(data_dir=str(tmp_path)))
         assert count(store) == 0  # all still queued in the workers
         process.send_signal(signal.SIGTERM)
@@ -147,6 +152,7 @@ def test_a_clean_shutdown_of_the_server_loses_nothing(tmp_path, monkeypatch):
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait(timeout=10)
     time.sleep(0.1)
     assert count(store) == 60, log.read_text(errors="replace")[-2000:]
     store.close()

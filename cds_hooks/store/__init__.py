@@ -101,8 +101,8 @@ class StoreSettings:
     audit_queue_size: int = setting(
         1000,
         integer(min=0, max=1_000_000),
-        "Hook calls whose audit may wait for the writer thread (0: written in the request). "
-        "At most this many are lost if the process is killed.",
+        "Hook calls without cards whose audit may wait for the writer thread (0: written in the "
+        "request). At most this many audit rows are lost if the process is killed.",
     )
     audit_flush_seconds: float = setting(
         0.2,
@@ -146,7 +146,7 @@ class Store:
             self._write_audit,
             size=queue_size,
             flush_seconds=flush_seconds,
-            describe=lambda item: str(item[0].hook_instance),
+            describe=lambda call: str(call.hook_instance),
         )
 
     def fingerprint(
@@ -169,29 +169,29 @@ class Store:
         Returns card uuid -> (why, earlier card uuid) for the cards not to show.
         """
         self._pruner.ensure_started(os.getpid())
-        suppressed = self._suppress(call, candidates) if candidates and call.patient_id else {}
-        item = (call, list(candidates), suppressed)
-        if not self.queue.put(item):  # full or off: this request writes its own audit
-            with writing(self.engine, durable=False) as conn:
-                self._write_audit(conn, [item])
-        return suppressed
-
-    def _suppress(self, call: CallAudit, candidates: Sequence[Candidate]) -> dict:
-        """The decision, and for order-select the in-place record of what it shows: in the
-        request, so the next call sees it even while this call's audit waits in the queue."""
-        hook = call.hook or ""
-        if hook != "order-select":
-            with self.engine.connect() as conn:
-                return decide(conn, hook, candidates, self.suppression, call.called_at)
+        if not candidates:
+            # No card: nothing to decide, and nothing feedback could name. The audit waits in
+            # the queue (most calls: orders no rule is about), off the request's path.
+            if not self.queue.put(call):  # full or off: this request writes its own audit
+                with writing(self.engine, durable=False) as conn:
+                    self._write_audit(conn, [call])
+            return {}
+        # Cards: decided, audited and remembered in place in the request, so the next call and
+        # feedback sent to any process or host find them at once.
         with writing(self.engine, durable=False) as conn:
-            suppressed = decide(conn, hook, candidates, self.suppression, call.called_at)
+            hook = call.hook or ""
+            suppressed = (
+                decide(conn, hook, candidates, self.suppression, call.called_at)
+                if call.patient_id
+                else {}
+            )
+            write_call(conn, call, self.patients, candidates, suppressed)
             record_shown(conn, hook, candidates, suppressed, call.called_at)
         return suppressed
 
-    def _write_audit(self, conn: Connection, batch: Sequence[Any]) -> None:
-        for call, candidates, suppressed in batch:
-            write_call(conn, call, self.patients, candidates, suppressed)
-        feedback_store.reconcile(conn, [c for _call, cs, _s in batch for c in cs])
+    def _write_audit(self, conn: Connection, batch: Sequence[CallAudit]) -> None:
+        for call in batch:
+            write_call(conn, call, self.patients)
 
     def drain(self, timeout: float | None = 30.0) -> bool:
         """Write the queued audit of this process now (tests, reports, feedback lookups)."""
@@ -205,7 +205,6 @@ class Store:
         caller: Caller | None = None,
     ) -> feedback_store.Receipt:
         """Store feedback durably; only a card's own recipient (`caller`) can silence it."""
-        self.drain(5.0)  # cards this process still holds in its queue: in the database first
         return feedback_store.save(
             self.engine,
             service_id,

@@ -143,9 +143,6 @@ feedback = Table(
     # False: sent by another client than the one that received the card; kept, never used to
     # suppress, counted apart in reports. NULL: stored before callers were told apart.
     Column("from_recipient", Boolean),
-    # Who sent it (suppression.Caller.client; NULL with auth off): lets feedback that arrived
-    # before its card was written (still in another process's audit queue) be matched later.
-    Column("sender", String(64)),
 )
 
 replay = Table(
@@ -193,11 +190,6 @@ def _v3(conn: Connection) -> None:
     _add_columns(conn, cards.c.client, feedback.c.from_recipient)
 
 
-def _v4(conn: Connection) -> None:
-    """The audit queue: who sent feedback, for a card written after its feedback arrived."""
-    _add_columns(conn, feedback.c.sender)
-
-
 def _add_columns(conn: Connection, *columns: Column) -> None:
     for column in columns:
         table = column.table.name
@@ -208,7 +200,7 @@ def _add_columns(conn: Connection, *columns: Column) -> None:
 
 
 # Append only: (version, step). A step gets a Connection inside the migration transaction.
-MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2), (3, _v3)]
 LATEST = MIGRATIONS[-1][0]
 
 

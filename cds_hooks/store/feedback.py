@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine, select
 
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.store.db import cards, feedback, insert_ignoring_duplicates, writing
-from cds_hooks.store.suppression import Candidate, record_override
+from cds_hooks.store.suppression import record_override
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,6 @@ def save(
         for row in rows:
             fp, recipient = known.get(row["card_uuid"], (None, None))
             row["known_card"] = row["card_uuid"] in known
-            row["sender"] = client
             row["from_recipient"] = row["known_card"] and recipient == client
             if row["known_card"] and not row["from_recipient"]:
                 log.warning(
@@ -123,34 +121,3 @@ def _row(
         "user_comment": comment if keep_comments else None,
         "with_reason": bool(reason.get("code") or (comment and comment.strip())),
     }
-
-
-def reconcile(conn: Connection, written: Sequence[Candidate]) -> None:
-    """Feedback that arrived before its card was written (the card waited in another process's
-    audit queue): now known; from the recipient or not; an override with a reason applies.
-
-    One indexed lookup per written batch; it finds nothing unless feedback outran the queue.
-    """
-    by_uuid = {c.uuid: c for c in written}
-    if not by_uuid:
-        return
-    early = conn.execute(
-        select(
-            feedback.c.id,
-            feedback.c.card_uuid,
-            feedback.c.outcome,
-            feedback.c.with_reason,
-            feedback.c.received_at,
-            feedback.c.sender,
-        ).where(feedback.c.card_uuid.in_(sorted(by_uuid)), feedback.c.known_card.is_(False))
-    ).all()
-    for row in early:
-        card = by_uuid[row.card_uuid]
-        mine = row.sender == card.client
-        conn.execute(
-            update(feedback)
-            .where(feedback.c.id == row.id)
-            .values(known_card=True, from_recipient=mine)
-        )
-        if mine and card.fingerprint and row.outcome == "overridden" and row.with_reason:
-            record_override(conn, card.fingerprint, card.uuid, row.received_at)

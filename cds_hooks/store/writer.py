@@ -1,21 +1,19 @@
-"""The audit queue: a hook call's audit rows are written by a thread, off the request's path.
+"""The audit queue: the audit of a hook call without cards is written by a thread, off its path.
 
-What stays in the request and what waits (docs/storage.md, "The audit queue"):
-* in the request: the suppression decision and the in-place `suppression_state` update, so a
-  card shown at order-select stands for the next order-sign at once, whichever process answers
-  it; and every feedback POST (one fsynced transaction before its 200).
-* queued: the `hook_calls` row and its `cards` rows. One writer thread per process writes
-  what is queued in one transaction per batch (at most BATCH_CALLS calls), AUDIT_FLUSH_SECONDS
-  after the first call of a batch arrived, or at once when a batch is full or someone drains.
+What waits and what does not (docs/storage.md, "The audit queue"):
+* queued: the `hook_calls` row of a call that produced no card (most calls: orders no rule is
+  about; failed calls). One writer thread per process writes what is queued in one transaction
+  per batch (at most BATCH_CALLS calls), AUDIT_FLUSH_SECONDS after the first call of a batch
+  arrived, or at once when a batch is full or someone drains.
+* in the request: a call with cards (the suppression decision, its audit rows and the in-place
+  `suppression_state` update, one transaction), so the next call and feedback sent to any
+  process or host find its cards at once; and every feedback POST (fsynced before its 200).
 * bounded: at most AUDIT_QUEUE_SIZE calls wait; when the queue is full the request writes its
   own audit (slower, never dropped). 0 turns the queue off.
 * drained: by `Store.close()`, at interpreter exit (atexit) and at gunicorn worker exit
-  (gunicorn_conf.worker_exit), and by a feedback POST before it looks its cards up.
-* feedback that arrives before its card is written (another process still holds the card in
-  its queue): stored as an unknown card; when the writer writes the card it marks that feedback
-  known, checks its sender against the card's recipient, and applies an override.
+  (gunicorn_conf.worker_exit).
 * lost on a crash (SIGKILL, power): at most the calls still queued: AUDIT_QUEUE_SIZE, in
-  practice the calls of the last AUDIT_FLUSH_SECONDS.
+  practice the calls of the last AUDIT_FLUSH_SECONDS. Never a card, never feedback.
 """
 
 from __future__ import annotations
