@@ -140,7 +140,7 @@ class Store:
             suppression=max(self.suppression.select_sign_window, self.suppression.overridden_window)
         )
         self.replay = ReplayStore(engine)
-        self._pruner = Pruner(self, engine, self.retention, self.clock)
+        self._pruner = Pruner(engine, self.retention, self.clock)
         self.queue = AuditQueue(
             engine,
             self._write_audit,

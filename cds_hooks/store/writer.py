@@ -83,7 +83,7 @@ class AuditQueue:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="cds-audit", daemon=True)
                 self._thread.start()
-            if len(self._items) in (1, BATCH_CALLS):
+            if len(self._items) == BATCH_CALLS:
                 self._cond.notify_all()
         return True
 
@@ -109,9 +109,13 @@ class AuditQueue:
             thread.join(timeout)
 
     def _run(self) -> None:
+        # The thread ends when the queue is empty (the next put starts another): an idle thread
+        # would keep its store, engine and open files alive after the app is dropped.
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._items or self._closed)
+                if not self._items:
+                    self._thread = None
+                    return
                 # Gather a batch: wait out the flush interval unless full, drained or closing.
                 self._cond.wait_for(
                     lambda: (
@@ -120,8 +124,6 @@ class AuditQueue:
                     self.flush_seconds,
                 )
                 batch = [self._items.popleft() for _ in range(min(BATCH_CALLS, len(self._items)))]
-                if not batch:
-                    return  # closed and empty
             try:
                 self._write_batch(batch)
             finally:
