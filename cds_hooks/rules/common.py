@@ -12,7 +12,7 @@ from typing import Any
 from cds_hooks.clinical.dose import Dose, DoseUnknown
 from cds_hooks.clinical.renal import RenalFunction, renal_function
 from cds_hooks.fhir import status
-from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of
+from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.context import RuleContext
 
