@@ -639,25 +639,31 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
     def do_CONNECT(self) -> None:
-        import select
+        import selectors
 
         self.server.asked.append(self.path)
         host, _, port = self.path.rpartition(":")
         upstream = socket.create_connection((host, int(port)), timeout=5)
         self.send_response(200, "Connection established")
         self.end_headers()
-        sockets = [self.connection, upstream]
+        # selectors, not select.select: late in a full test run this process holds more than
+        # 1,024 descriptors, and select() refuses those ("filedescriptor out of range").
+        selector = selectors.DefaultSelector()
+        selector.register(self.connection, selectors.EVENT_READ)
+        selector.register(upstream, selectors.EVENT_READ)
         try:
             while True:
-                ready, _, _ = select.select(sockets, [], [], 5)
+                ready = selector.select(5)
                 if not ready:
                     return
-                for sock in ready:
-                    data = sock.recv(65536)
+                for key, _ in ready:
+                    sock = key.fileobj
+                    data = sock.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
                     (upstream if sock is self.connection else self.connection).sendall(data)
         finally:
+            selector.close()
             upstream.close()
 
 
