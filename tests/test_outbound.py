@@ -646,25 +646,19 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         upstream = socket.create_connection((host, int(port)), timeout=5)
         self.send_response(200, "Connection established")
         self.end_headers()
-        # selectors, not select.select: late in a full test run this process holds more than
-        # 1,024 descriptors, and select() refuses those ("filedescriptor out of range").
-        selector = selectors.DefaultSelector()
-        selector.register(self.connection, selectors.EVENT_READ)
-        selector.register(upstream, selectors.EVENT_READ)
-        try:
+        # selectors (epoll), not select(): the full suite may hold descriptors above 1024.
+        with selectors.DefaultSelector() as selector, upstream:
+            selector.register(self.connection, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, self.connection)
             while True:
-                ready = selector.select(5)
+                ready = selector.select(timeout=5)
                 if not ready:
                     return
-                for key, _ in ready:
-                    sock = key.fileobj
-                    data = sock.recv(65536)  # type: ignore[union-attr]
+                for key, _events in ready:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
-                    (upstream if sock is self.connection else self.connection).sendall(data)
-        finally:
-            selector.close()
-            upstream.close()
+                    key.data.sendall(data)
 
 
 def test_https_proxy_carries_fhir_requests(knowledge, tmp_path, tls_ehr):
@@ -691,3 +685,16 @@ def test_through_a_proxy_internal_destinations_are_still_refused(knowledge, tmp_
     client = _app(knowledge, tmp_path, HTTPS_PROXY="http://127.0.0.1:9")
     assert DEGRADED in _call(client, "https://169.254.169.254/fhir")
     assert connects == []  # not even the proxy was asked
+
+
+def test_fhir_allow_private_off_words_keep_loopback_refused(knowledge, tmp_path, ehr, monkeypatch):
+    ehr.routes["/fhir/Condition"] = (200, {}, _page())
+    for word in ("no", "off", "False", "0"):
+        monkeypatch.setenv("CDS_FHIR_ALLOW_PRIVATE", word)
+        client = _app(knowledge, tmp_path / word, ALLOW_HTTP_FHIR=True)
+        assert DEGRADED in _call(client, f"{ehr.base}/fhir")
+    assert ehr.seen == []
+    monkeypatch.setenv("CDS_FHIR_ALLOW_PRIVATE", "yes")
+    assert "BAC-INDICATION" in _call(
+        _app(knowledge, tmp_path / "yes", ALLOW_HTTP_FHIR=True), f"{ehr.base}/fhir"
+    )
