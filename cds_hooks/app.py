@@ -29,6 +29,9 @@ from cds_hooks.store import open_store
 
 log = logging.getLogger(__name__)
 
+# Cards held back as repeats (docs/storage.md, "Fewer repeated alerts"): their count, when any.
+SUPPRESSED_HEADER = "X-CDS-Suppressed"
+
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = settings_module.load(config)
@@ -114,7 +117,10 @@ def _register_views(app: Flask) -> None:
         observability.note_request(body)
         result = call_service(declared, body, runtime(), g.get("client_claims"))
         observability.note_result(result)  # one log line and the metrics, after the response
-        return jsonify(result.response)
+        response = jsonify(result.response)
+        if result.held_back:  # repeats not shown: say so, or an empty answer looks like "safe"
+            response.headers[SUPPRESSED_HEADER] = str(len(result.held_back))
+        return response
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -164,4 +170,5 @@ def _cors(response: Response) -> Response:
     response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
     response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
     response.headers["Access-Control-Max-Age"] = "600"
+    response.headers["Access-Control-Expose-Headers"] = SUPPRESSED_HEADER  # readable by scripts
     return response
