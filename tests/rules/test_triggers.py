@@ -26,7 +26,7 @@ from cds_hooks.rules.context import RuleContext, Triggers
 from cds_hooks.services import SERVICES, prefetch_templates
 from tests.factories import LISINOPRIL_10_TAB, RXNORM, concept, hook_request, med_request
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fhir_fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fhir_fixtures"
 SCENARIOS = sorted(p.parent for p in FIXTURES.glob("*/request.json"))
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 
