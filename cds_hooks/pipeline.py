@@ -20,7 +20,8 @@ from cds_hooks import protocol
 from cds_hooks.auth import Verifier
 from cds_hooks.cards import Finding
 from cds_hooks.engine import evaluate
-from cds_hooks.fhir.resolver import client_for, resolve
+from cds_hooks.errors import BadRequest
+from cds_hooks.fhir.resolver import client_for, fetch_needed, resolve
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.record import PatientRecord, build_record
 from cds_hooks.services import Service
@@ -72,15 +73,22 @@ def _call_service(
     protocol.validate(body, service.hook, service.drafts_field)
     config = runtime.config
     deadline = time.monotonic() + float(config["DEADLINE_SECONDS"])
-    client = client_for(
-        body,
-        runtime.session,
-        runtime.executor,
-        timeout=float(config["FHIR_TIMEOUT_SECONDS"]),
-        max_pages=int(config["FHIR_MAX_PAGES"]),
-        max_bytes=int(config["FHIR_MAX_BYTES"]),
-        allow_http=bool(config["ALLOW_HTTP_FHIR"]),
-    )
+    try:
+        client = client_for(
+            body,
+            runtime.session,
+            runtime.executor,
+            timeout=float(config["FHIR_TIMEOUT_SECONDS"]),
+            max_pages=int(config["FHIR_MAX_PAGES"]),
+            max_bytes=int(config["FHIR_MAX_BYTES"]),
+            allow_http=bool(config["ALLOW_HTTP_FHIR"]),
+        )
+    except BadRequest as refused:
+        # fhirServer is checked only when it will be used: a complete prefetch never needs it.
+        if fetch_needed(body, runtime.templates):
+            raise
+        log.info("fhirServer ignored (prefetch is complete): %s", refused.message)
+        client = None
     data = resolve(body, runtime.templates, client, deadline)
     unavailable = {
         key: f"{key}: {reason}"

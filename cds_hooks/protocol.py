@@ -7,6 +7,7 @@ Everything a client can get wrong answers a 4xx with the JSON path of each probl
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from typing import Any
@@ -18,6 +19,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from cds_hooks import schemas
 from cds_hooks.errors import BadRequest, HookMismatch, Problem, UnsupportedMedia
 from cds_hooks.fhir.read import as_dict, bundle_resources, ref_of
+
+log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 
@@ -266,24 +269,66 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def validate(body: Any, hook: str, drafts_field: str) -> None:
-    """Raise BadRequest listing every problem of a request for the service serving `hook`."""
+    """Raise BadRequest listing every problem of a request for the service serving `hook`.
+
+    A valid request is normalised in place where EHRs differ harmlessly: `patientId` and
+    `encounterId` sent as references (`Patient/123`) or absolute URLs become the bare id (logged),
+    as every prefetch template and rule expects (docs/integration.md).
+    """
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object", [Problem("$", "not an object")])
+        raise BadRequest(
+            "the body must be a JSON object (the hook request), not " + _kind(body),
+            [Problem("$", "expected a JSON object")],
+        )
     sent = body.get("hook")
     if isinstance(sent, str) and sent != hook:
         raise HookMismatch(
-            f"this service answers the {hook!r} hook, not {sent[:100]!r}",
+            f"this service answers the {hook!r} hook, not {sent[:100]!r}: call the service "
+            "registered for that hook (see GET /cds-services)",
             [Problem("$.hook", f"expected {hook!r}")],
         )
     problems = schemas.problems(f"request-{hook}", body)
     if problems:
-        raise BadRequest("the hook request is not valid", problems)
+        raise BadRequest(f"the hook request is not valid: {schemas.summary(problems)}", problems)
     context = body["context"]
+    _normalise_ids(context, body.get("hookInstance"))
     drafts = {ref_of(r) for r in bundle_resources(as_dict(context.get(drafts_field)))}
     problems = [
-        Problem(f"$.context.selections[{i}]", f"{selection} is not in draftOrders")
+        Problem(
+            f"$.context.selections[{i}]",
+            f"context.selections[{i}] names {selection}, which is not one of the draftOrders: "
+            "each selection must be the MedicationRequest/<id> of an order in draftOrders",
+        )
         for i, selection in enumerate(context.get("selections", []))
         if selection not in drafts
     ]
     if problems:
-        raise BadRequest("selections must point into draftOrders", problems)
+        raise BadRequest(f"the hook request is not valid: {schemas.summary(problems)}", problems)
+
+
+# `Patient/123`, `https://ehr.example.org/fhir/Patient/123` (the schema has checked the shape).
+_CONTEXT_IDS = {"patientId": "Patient", "encounterId": "Encounter"}
+
+
+def _normalise_ids(context: dict[str, Any], hook_instance: Any) -> None:
+    for field, kind in _CONTEXT_IDS.items():
+        value = context.get(field)
+        if isinstance(value, str) and "/" in value:
+            bare = value.rsplit(f"{kind}/", 1)[-1]
+            log.info(
+                "hook %s: context.%s sent as a reference; read as the id %r",
+                str(hook_instance)[:100],
+                field,
+                bare[:100],
+            )
+            context[field] = bare
+    if context.get("userId") is None:
+        log.info("hook %s: no context.userId (no rule needs it)", str(hook_instance)[:100])
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return "a number" if isinstance(value, int | float) and not isinstance(value, bool) else "null"
