@@ -57,7 +57,8 @@ class FakeFhirServer:
         return 200, {}, json.dumps(self._search(path, parse_qs(parts.query)))
 
     def _search(self, kind: str, query: dict) -> dict:
-        patient = f"Patient/{query['patient'][0]}"
+        wanted = query["patient"][0]
+        patient = wanted if "/" in wanted else f"Patient/{wanted}"  # bare ids typed, as Medplum
         codes = set(query["code"][0].split(",")) if "code" in query else None
         matches = []
         for key, resource in self.store.items():

@@ -8,7 +8,7 @@ import pytest
 import responses
 
 from cds_hooks import schemas
-from cds_hooks.services import SERVICES
+from cds_hooks.services import PURPOSES, SERVICES
 from tests.factories import STROKE, condition, hook_request, med_request
 
 SELECT = "/cds-services/antispasticity-order-select"
@@ -26,15 +26,12 @@ def test_discovery_lists_one_service_per_hook_and_is_schema_valid(client):
     ]
     assert [s["id"] for s in body["services"]] == [s.id for s in SERVICES]
     for service in body["services"]:
-        assert set(service["prefetch"]) == {
-            "patient",
-            "conditions",
-            "medications",
-            "observations",
-            "allergies",
-        }
+        assert list(service["prefetch"]) == list(PURPOSES)
         assert service["usageRequirements"]
-        assert "http://loinc.org|2164-2" in service["prefetch"]["observations"]
+        assert "http://loinc.org|2164-2" in service["prefetch"]["renal"]
+        # The description says what each key is for.
+        for key, purpose in PURPOSES.items():
+            assert f"{key}: {purpose}" in service["description"]
 
 
 def test_healthz(client):
@@ -211,13 +208,7 @@ def test_no_prefetch_and_no_fhir_server_is_412_naming_each_key(call):
     del body["prefetch"]
     status, answer = call(body)
     assert status == 412
-    assert {p["path"] for p in answer["problems"]} == {
-        "$.prefetch.patient",
-        "$.prefetch.conditions",
-        "$.prefetch.medications",
-        "$.prefetch.observations",
-        "$.prefetch.allergies",
-    }
+    assert [p["path"] for p in answer["problems"]] == [f"$.prefetch.{k}" for k in PURPOSES]
 
 
 def test_partial_prefetch_without_server_is_412_for_the_missing_key(call):

@@ -41,7 +41,7 @@ from cds_hooks.fhir.read import (
 log = logging.getLogger(__name__)
 
 RULE_ID = "BAC-PREGNANCY"
-NEEDS = ("conditions", "observations")
+NEEDS = ("conditions", "pregnancy")
 TRIGGERS = ("drug/baclofen",)
 
 

@@ -17,7 +17,7 @@ from cds_hooks.cards import Finding
 from cds_hooks.rules.common import kidney_function
 
 RULE_ID = "BAC-RENAL"
-NEEDS = ("conditions", "observations")
+NEEDS = ("conditions", "renal", "weight")
 TRIGGERS = ("drug/baclofen",)
 
 

@@ -52,7 +52,7 @@ from cds_hooks.terminology import normalize_code, normalize_system, system_name
 log = logging.getLogger(__name__)
 
 RULE_ID = "ITB-CONTRAINDICATION"
-NEEDS = ("medications", "conditions", "observations")
+NEEDS = ("medications", "conditions", "coagulation")
 BACLOFEN = "drug/baclofen"
 TRIGGERS = (BACLOFEN,)
 

@@ -22,7 +22,7 @@ from cds_hooks.fhir.read import ref_of, reference
 from cds_hooks.rules.common import kidney_function
 
 RULE_ID = "TIZ-RENAL"
-NEEDS = ("observations", "conditions", "patient")
+NEEDS = ("renal", "weight", "conditions", "patient")
 TRIGGERS = ("drug/tizanidine",)
 
 # How the card names each kind of value RenalFunction can carry.
