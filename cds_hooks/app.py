@@ -1,7 +1,8 @@
-"""The Flask app factory and its thin views (CONVENTIONS.md items 1-2).
+"""The Flask app factory and its thin views.
 
-Configuration: DEFAULTS, then `CDS_*` environment variables (`CDS_DEADLINE_SECONDS=1.5`, values
-parsed as JSON when they can be), then the mapping given to `create_app`.
+Configuration is the one typed settings object (`cds_hooks.settings`): defaults, then `CDS_*`
+environment variables, then the mapping given to `create_app`. A bad value stops the start with
+`SettingsError`, one line naming the variable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_hooks import auth, observability, openapi, preview, protocol
+from cds_hooks import settings as settings_module
 from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cds_hooks.feedback import blueprint as feedback_blueprint
 from cds_hooks.fhir.read import parse_datetime
@@ -28,85 +30,28 @@ from cds_hooks.store import open_store
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    # Largest request body accepted; a patient's prefetch rarely passes a few MB.
-    "MAX_BODY_BYTES": 10 * 1024 * 1024,
-    # Whole budget for fetching missing data from the EHR's FHIR server, per hook call.
-    "DEADLINE_SECONDS": 2.5,
-    "FHIR_TIMEOUT_SECONDS": 2.0,
-    "FHIR_MAX_PAGES": 20,
-    "FHIR_MAX_BYTES": 20 * 1024 * 1024,
-    "FHIR_WORKERS": 8,
-    # fhirServer must be https (CDS Hooks 2.0); set true only for local test servers.
-    "ALLOW_HTTP_FHIR": False,
-    "CORS_ORIGINS": "*",
-    # Fixed clock for tests and `cds-hooks evaluate --now` (ISO 8601); empty means the real time.
-    "NOW": "",
-    # Card preview page at /preview: a local tool (it runs the rules for anyone who can reach it,
-    # without the hook auth), so off unless asked for: `CDS_PREVIEW=true make serve` locally.
-    "PREVIEW": False,
-    # Where /preview finds fixture scenarios; empty means the repo's fhir_fixtures/ (or ./).
-    "FIXTURES_DIR": "",
-    # Prometheus metrics at /metrics (no patient data: service ids, rule ids, prefetch keys).
-    "METRICS": True,
-    # "json" (one object per line), "text", or "none" (leave logging to the host program).
-    "LOG_FORMAT": "json",
-    "LOG_LEVEL": "INFO",
-    # Storage (docs/storage.md): a SQLite file under DATA_DIR unless DATABASE_URL names a database
-    # (postgresql+psycopg://...). FULL: every commit is fsynced before the answer goes out.
-    "DATA_DIR": "var",
-    "DATABASE_URL": "",
-    "SQLITE_SYNCHRONOUS": "FULL",
-    "SQLITE_BUSY_TIMEOUT_MS": 5000,
-    # Patient id in the audit: "plain", or "hash" (HMAC-SHA256 under AUDIT_PATIENT_KEY).
-    "AUDIT_PATIENT_ID": "plain",
-    "AUDIT_PATIENT_KEY": "",
-    # Keep feedback userComment text (clinician free text); false stores only that one was given.
-    "FEEDBACK_KEEP_COMMENTS": True,
-    # Repeat suppression: order-sign does not repeat a non-critical card order-select showed for
-    # the same unchanged order within the window; overridden-with-reason cards stay quiet for
-    # SUPPRESS_OVERRIDDEN_HOURS (0 turns that off).
-    "SUPPRESS_SELECT_SIGN": True,
-    "SELECT_SIGN_WINDOW_MINUTES": 240,
-    "SUPPRESS_OVERRIDDEN_HOURS": 24,
-    # Client JWT authentication (docs/security.md). No issuers: auth off, and `cds-hooks serve`
-    # binds only loopback unless ALLOW_UNAUTHENTICATED / --allow-unauthenticated.
-    # AUTH_ISSUERS: {iss: {jku, jwks, jwks_file, jwks_url, tenants}} as a mapping, JSON or a path.
-    "AUTH_ISSUERS": "",
-    "AUTH_ALGORITHMS": "ES384,RS384",  # asymmetric only; none/HS* are refused at start
-    "AUTH_CLOCK_SKEW_SECONDS": 30,
-    "AUTH_MAX_TOKEN_AGE_SECONDS": 300,  # iat older than this is refused, whatever exp says
-    "AUTH_JWKS_TIMEOUT_SECONDS": 2.0,
-    "AUTH_JWKS_CACHE_SECONDS": 3600,
-    "AUTH_JWKS_MIN_REFRESH_SECONDS": 30,  # unknown kid: refetch a jku at most this often
-    # The URL the EHR calls us at (scheme://host[:port][/prefix]): the JWT aud is this + path.
-    "PUBLIC_BASE_URL": "",
-    "ALLOW_UNAUTHENTICATED": False,
-}
-
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    settings = settings_module.load(config)
     app = Flask(__name__)
     app.request_class = protocol.BoundedRequest  # a chunked body over the limit is a 413
-    app.config.update(DEFAULTS)
-    app.config.from_prefixed_env("CDS")
-    app.config.update(config or {})
-    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_BODY_BYTES"])
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.app.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    knowledge = app.config.get("KNOWLEDGE") or Knowledge.load()
+    knowledge = (config or {}).get("KNOWLEDGE") or Knowledge.load()
     app.extensions["cds_hooks"] = Runtime(
-        config=app.config,
+        settings=settings,
         knowledge=knowledge,
         templates=prefetch_templates(knowledge),
         session=_session(),
-        executor=ThreadPoolExecutor(int(app.config["FHIR_WORKERS"]), "fhir"),
-        clock=_clock(app.config["NOW"]),
-        store=open_store(app.config),
+        executor=ThreadPoolExecutor(settings.fhir.fhir_workers, "fhir"),
+        clock=_clock(settings.app.now),
+        store=open_store(settings.store),
     )
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store
-    shared.verifier = auth.build_verifier(app.config, shared.store.replay)
+    shared.verifier = auth.build_verifier(settings, shared.store.replay)
     app.before_request(auth.require_client_jwt)
     _register_errors(app)
     _register_views(app)
@@ -118,10 +63,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _features(app: Flask) -> list[Blueprint]:
     """Routes beyond the hook path (feedback, preview, metrics...), one blueprint per module."""
+    settings = app.config["SETTINGS"]
     features = [feedback_blueprint()]
-    if app.config["METRICS"]:
+    if settings.observability.metrics:
         features.append(observability.blueprint())
-    if app.config["PREVIEW"]:
+    if settings.preview.preview:
         features.append(preview.blueprint())
     features.append(openapi.blueprint())
     return features
@@ -144,8 +90,8 @@ def _clock(now: str) -> Callable[[], datetime]:
     if not now:
         return lambda: datetime.now(UTC)
     fixed = parse_datetime(now)
-    if fixed is None:
-        raise ValueError(f"CDS_NOW must be an ISO 8601 date-time, not {now!r}")
+    if fixed is None:  # the settings parser refuses such a value; kept for direct callers
+        raise settings_module.SettingsError(f"CDS_NOW: got {now!r}; expected an ISO 8601 date-time")
     return lambda: fixed
 
 
@@ -202,7 +148,7 @@ def _register_errors(app: Flask) -> None:
 
 def _cors(response: Response) -> Response:
     """CORS for browser clients such as the CDS Hooks sandbox (spec: services 'require CORS')."""
-    origins = str(current_app.config["CORS_ORIGINS"])
+    origins = current_app.config["SETTINGS"].app.cors_origins
     origin = request.headers.get("Origin")
     if origins == "*":
         response.headers["Access-Control-Allow-Origin"] = "*"

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -39,11 +39,50 @@ import requests
 from flask import Response, current_app, jsonify, request
 from jwt.api_jws import PyJWS
 
+from cds_hooks.config import integer, items, number, raw, setting
 from cds_hooks.errors import Unauthorized
+
+if TYPE_CHECKING:
+    from cds_hooks.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ALGORITHMS = ("ES384", "RS384")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    auth_issuers: str | Mapping[str, Any] = setting(
+        "",
+        raw("a JSON object keyed by issuer URI, or the path of a JSON file holding one"),
+        "Trusted EHRs for client JWT authentication (docs/security.md): "
+        "`{iss: {jku, jwks, jwks_file, jwks_url, tenants}}` as JSON or a file path. "
+        "Empty: authentication off, and `cds-hooks serve` binds only loopback.",
+    )
+    auth_algorithms: tuple[str, ...] = setting(
+        DEFAULT_ALGORITHMS,
+        items(),
+        "JWT algorithms accepted; asymmetric only (none and HS* are refused at start).",
+    )
+    auth_clock_skew_seconds: float = setting(
+        30, number(min=0, max=600), "Clock skew allowed on exp, iat and nbf."
+    )
+    auth_max_token_age_seconds: float = setting(
+        300,
+        number(min=1, max=3600),
+        "A token whose iat is older than this is refused, whatever its exp says.",
+    )
+    auth_jwks_timeout_seconds: float = setting(
+        2.0, number(min=0, max=60, above=True), "Timeout of one JWKS fetch."
+    )
+    auth_jwks_cache_seconds: int = setting(
+        3600, integer(min=0), "How long a fetched JWK Set is trusted before it is fetched again."
+    )
+    auth_jwks_min_refresh_seconds: int = setting(
+        30, integer(min=0), "For an unknown kid, refetch a JWKS URL at most this often."
+    )
+
+
 # Asymmetric algorithms only: CDS Hooks 2.0 forbids `none` and every symmetric (HMAC) algorithm.
 _ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -106,14 +145,14 @@ class Issuer:
     tenants: frozenset[str] | None = None  # None: `tenant` not checked
 
 
-def load_issuers(config: Mapping[str, Any]) -> dict[str, Issuer]:
+def load_issuers(raw: Any) -> dict[str, Issuer]:
     """AUTH_ISSUERS as {iss: Issuer}: a mapping, JSON text, or the path of a JSON file.
 
     The JSON is an object keyed by issuer URI: `{"https://ehr.example.org": {"jku": [...],
     "jwks": {...}, "jwks_file": "keys.json", "jwks_url": "https://...", "tenants": [...]}}`.
     A `jwks_file` is relative to the issuers file. Any mistake raises ValueError at start.
     """
-    raw = config.get("AUTH_ISSUERS") or {}
+    raw = raw or {}
     base = Path.cwd()
     if isinstance(raw, str):
         text = raw.strip()
@@ -217,10 +256,7 @@ def _usable_keys(document: Any) -> tuple[dict[str, dict], list[str]]:
     return keys, refused
 
 
-def accepted_algorithms(config: Mapping[str, Any]) -> tuple[str, ...]:
-    value = config.get("AUTH_ALGORITHMS") or DEFAULT_ALGORITHMS
-    if isinstance(value, str):
-        value = [a.strip() for a in value.split(",") if a.strip()]
+def accepted_algorithms(value: tuple[str, ...]) -> tuple[str, ...]:
     algorithms = tuple(value)
     refused = [a for a in algorithms if a not in _ASYMMETRIC]
     if refused or not algorithms:
@@ -505,10 +541,11 @@ def _short(value: Any) -> str:
 # ---- wiring -----------------------------------------------------------------------------------
 
 
-def build_verifier(config: Mapping[str, Any], replay: ReplayStore | None = None) -> Verifier | None:
+def build_verifier(settings: Settings, replay: ReplayStore | None = None) -> Verifier | None:
     """The app's verifier, or None when no issuer is configured (authentication off)."""
-    issuers = load_issuers(config)
-    algorithms = accepted_algorithms(config)
+    config = settings.auth
+    issuers = load_issuers(config.auth_issuers)
+    algorithms = accepted_algorithms(config.auth_algorithms)
     if not issuers:
         log.warning(
             "client authentication is OFF: no AUTH_ISSUERS configured "
@@ -519,11 +556,11 @@ def build_verifier(config: Mapping[str, Any], replay: ReplayStore | None = None)
     session.trust_env = False  # no proxy or netrc rewriting where keys come from
     jwks = JwksCache(
         session,
-        timeout=float(config.get("AUTH_JWKS_TIMEOUT_SECONDS", 2.0)),
-        max_age=float(config.get("AUTH_JWKS_CACHE_SECONDS", 3600)),
-        min_refresh=float(config.get("AUTH_JWKS_MIN_REFRESH_SECONDS", 30)),
+        timeout=config.auth_jwks_timeout_seconds,
+        max_age=config.auth_jwks_cache_seconds,
+        min_refresh=config.auth_jwks_min_refresh_seconds,
     )
-    if not config.get("PUBLIC_BASE_URL"):
+    if not settings.app.public_base_url:
         # Without it the expected aud would come from the Host header, which the caller chooses
         # (a token minted for another deployment would pass) and a TLS proxy rewrites.
         raise ValueError(
@@ -540,8 +577,8 @@ def build_verifier(config: Mapping[str, Any], replay: ReplayStore | None = None)
         replay if replay is not None else MemoryReplayStore(),
         jwks,
         algorithms=algorithms,
-        leeway=float(config.get("AUTH_CLOCK_SKEW_SECONDS", 30)),
-        max_age=float(config.get("AUTH_MAX_TOKEN_AGE_SECONDS", 300)),
+        leeway=config.auth_clock_skew_seconds,
+        max_age=config.auth_max_token_age_seconds,
     )
 
 
@@ -550,9 +587,9 @@ def is_protected(path: str) -> bool:
     return path == "/cds-services" or path.startswith("/cds-services/")
 
 
-def audience_for(path: str, config: Mapping[str, Any]) -> str:
+def audience_for(path: str, public_base_url: str) -> str:
     """The exact URL the client called, as the token's `aud` must name it."""
-    return str(config["PUBLIC_BASE_URL"]).rstrip("/") + path
+    return public_base_url.rstrip("/") + path
 
 
 def require_client_jwt() -> Response | None:
@@ -561,7 +598,7 @@ def require_client_jwt() -> Response | None:
     # CORS preflights carry no Authorization header by design (Fetch spec); they reveal nothing.
     if verifier is None or request.method == "OPTIONS" or not is_protected(request.path):
         return None
-    audience = audience_for(request.path, current_app.config)
+    audience = audience_for(request.path, current_app.config["SETTINGS"].app.public_base_url)
     try:
         claims = verifier.verify(request.headers.get("Authorization"), audience)
     except AuthError as error:
@@ -590,26 +627,24 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname: it may resolve anywhere
 
 
-def check_bind_allowed(
-    host: str, config: Mapping[str, Any], allow_unauthenticated: bool = False
-) -> str:
+def check_bind_allowed(host: str, settings: Settings, allow_unauthenticated: bool = False) -> str:
     """What to tell the operator about authentication, or BindRefused for an unsafe bind.
 
     Without issuers the service is open, so by default it may only listen on loopback; another
     address needs `--allow-unauthenticated` (or ALLOW_UNAUTHENTICATED=true in the config).
     """
-    issuers = load_issuers(config)
+    issuers = load_issuers(settings.auth.auth_issuers)
     if issuers:
         return (
             f"client authentication ON ({len(issuers)} issuer(s), "
-            f"{', '.join(accepted_algorithms(config))})"
+            f"{', '.join(accepted_algorithms(settings.auth.auth_algorithms))})"
         )
     if is_loopback(host):
         return (
             "client authentication OFF (no AUTH_ISSUERS configured): serving on loopback only; "
             "configure issuers to serve other addresses"
         )
-    if allow_unauthenticated or _truthy(config.get("ALLOW_UNAUTHENTICATED")):
+    if allow_unauthenticated or settings.app.allow_unauthenticated:
         return (
             f"WARNING: client authentication OFF and serving on {host}: anyone who can reach "
             "this address can call the service (--allow-unauthenticated)"
@@ -618,9 +653,3 @@ def check_bind_allowed(
         f"refusing to serve {host} without client authentication: configure AUTH_ISSUERS, "
         "bind a loopback address (127.0.0.1), or pass --allow-unauthenticated"
     )
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)

@@ -3,17 +3,23 @@
 The constructor enforces the spec (HL7 CDS Hooks 2.0.1 "Card Attributes"): summary under 140
 characters, indicator info/warning/critical, source.label with a topic coding the rule id, a uuid
 on every card and suggestion, selectionBehavior whenever there are suggestions, overrideReasons on
-every warning and critical card (CONVENTIONS.md item 11).
+every warning and critical card. Suggestions are validated here, at the edge: one that fails
+fhir.resources is dropped (and logged), never the card.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
+
 from cds_hooks.knowledge import Knowledge, RuleSettings
+
+log = logging.getLogger(__name__)
 
 INDICATORS = ("info", "warning", "critical")
 SUMMARY_MAX = 139
@@ -112,14 +118,20 @@ def card_for(finding: Finding, knowledge: Knowledge) -> dict[str, Any]:
     if finding.evidence:
         detail += "\n\n**Evidence**\n" + "\n".join(f"- {line}" for line in finding.evidence)
     detail += "\n\n**Source**: " + "; ".join(_citation(c) for c in rule.citations)
-    suggestions = [
-        {
-            "label": fill(text.suggestions.get(s.name, s.name), finding.facts),
-            **({"isRecommended": True} if s.recommended else {}),
-            "actions": [dict(a) for a in s.actions],
-        }
-        for s in finding.suggestions
-    ]
+    suggestions = []
+    for suggestion in finding.suggestions:
+        actions = _valid_actions(finding, suggestion)
+        if actions is None:
+            continue
+        suggestions.append(
+            {
+                "label": fill(
+                    text.suggestions.get(suggestion.name, suggestion.name), finding.facts
+                ),
+                **({"isRecommended": True} if suggestion.recommended else {}),
+                "actions": actions,
+            }
+        )
     return make_card(
         summary=fill(text.summary, finding.facts),
         indicator=text.indicator,
@@ -128,6 +140,38 @@ def card_for(finding: Finding, knowledge: Knowledge) -> dict[str, Any]:
         suggestions=suggestions,
         override_reasons=knowledge.override_reasons,
     )
+
+
+def validated(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource as JSON, after fhir.resources (R4B models) accepted it; raises if invalid."""
+    model = get_fhir_model_class(resource["resourceType"]).model_validate(dict(resource))
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def _valid_actions(finding: Finding, suggestion: Suggestion) -> list[dict[str, Any]] | None:
+    """The suggestion's actions with validated resources, or None (logged) if one is invalid.
+
+    An EHR applies a suggestion to the chart, so an invalid resource never leaves; it is usually
+    the EHR's own data copied into it (a bad date in the current order), so only the suggestion
+    is dropped: the card, its indicator and the other suggestions stay.
+    """
+    actions = []
+    for action in suggestion.actions:
+        action = dict(action)
+        if "resource" in action:
+            try:
+                action["resource"] = validated(action["resource"])
+            except Exception as error:  # pydantic's ValidationError, unknown type, not a dict
+                log.warning(
+                    "%s: suggestion %r dropped from card %r, invalid resource: %s",
+                    finding.rule_id,
+                    suggestion.name,
+                    finding.card,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                )
+                return None
+        actions.append(action)
+    return actions
 
 
 def _citation(citation: Mapping[str, str]) -> str:

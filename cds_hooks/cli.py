@@ -6,9 +6,11 @@ A command module has `HELP`, `add_arguments(parser)` and `run(args) -> int`; lis
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from cds_hooks.commands import call, evaluate, keys, load_fixtures, report, serve
+from cds_hooks.config import SettingsError
 
 COMMANDS = {
     "serve": serve,
@@ -26,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, module in COMMANDS.items():
         module.add_arguments(commands.add_parser(name, help=module.HELP))
     args = parser.parse_args(argv)
-    return COMMANDS[args.command].run(args)
+    try:
+        return COMMANDS[args.command].run(args)
+    except SettingsError as error:  # a person's mistake in CDS_*: one line, not a traceback
+        print(f"cds-hooks: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 A rule runs only when a targeted order carries one of its trigger drug keys. A rule whose data is
 unavailable (a FHIR search failed) is skipped, and one info card says which checks did not run.
-A rule that raises is logged and reported the same way: one bad resource must not cost the
-clinician the other checks, nor the EHR a 500.
+A rule that raises is logged and named on its own info card, "this check failed; please report":
+one bad resource must not cost the clinician the other checks, nor the EHR a 500, and a bug must
+not pass for missing data.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RuleContext:
 
     @cached_property
     def current(self) -> list[MedOrder]:
-        return self.record.current(self.knowledge)
+        return self.record.current()
 
     def targets(self, *keys: str) -> list[MedOrder]:
         return [o for o in self.record.targets if o.has(*keys)]
@@ -44,6 +45,7 @@ class RuleContext:
 class Evaluation:
     findings: list[Finding] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)  # rule id -> reasons
+    failed: list[str] = field(default_factory=list)  # rule ids that raised (logged)
     fired: list[str] = field(default_factory=list)
 
     def cards(self, knowledge: Knowledge) -> list[dict[str, Any]]:
@@ -56,6 +58,8 @@ class Evaluation:
         ]
         if self.skipped:
             pairs.append((None, degraded_card(self.skipped, knowledge)))
+        if self.failed:
+            pairs.append((None, failed_card(self.failed, knowledge)))
         return pairs
 
 
@@ -74,8 +78,8 @@ def evaluate(
         try:
             found = list(rule.evaluate(ctx))
         except Exception:
-            log.exception("rule %s failed; reported as not run", rule.id)
-            result.skipped[rule.id] = ["the check failed on this patient's data (logged)"]
+            log.exception("rule %s failed; reported on the failed-checks card", rule.id)
+            result.failed.append(rule.id)
             continue
         result.findings.extend(found)
         if found:
@@ -84,21 +88,34 @@ def evaluate(
 
 
 def degraded_card(skipped: Mapping[str, list[str]], knowledge: Knowledge) -> dict[str, Any]:
-    text = knowledge.common["degraded"]
-    lines = "\n".join(
-        f"- **{knowledge.rule(rule_id).title}** ({rule_id}): {'; '.join(reasons)}"
-        for rule_id, reasons in skipped.items()
+    """The info card naming the checks whose patient data could not be read, and why."""
+    lines = {rule_id: "; ".join(reasons) for rule_id, reasons in skipped.items()}
+    return _checks_card(knowledge.common["degraded"], lines, knowledge)
+
+
+def failed_card(failed: Sequence[str], knowledge: Knowledge) -> dict[str, Any]:
+    """The info card naming the checks that raised: a bug to report, not missing data."""
+    text = knowledge.common["failed"]
+    return _checks_card(text, {rule_id: text["line"] for rule_id in failed}, knowledge)
+
+
+def _checks_card(
+    text: Mapping[str, str], lines: Mapping[str, str], knowledge: Knowledge
+) -> dict[str, Any]:
+    checks = "\n".join(
+        f"- **{knowledge.rule(rule_id).title}** ({rule_id}): {line}"
+        for rule_id, line in lines.items()
     )
     return make_card(
         summary=text["summary"],
         indicator="info",
-        detail=text["detail"].format(checks=lines),
+        detail=text["detail"].format(checks=checks),
         source={
             "label": knowledge.common["source_label"].format(version=knowledge.version[:3]),
             "topic": {
                 "system": knowledge.common["topic_system"],
-                "code": "DATA-UNAVAILABLE",
-                "display": "Checks that could not run",
+                "code": text["topic"],
+                "display": text["topic_display"],
             },
         },
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import gc
 import math
 import os
-from collections.abc import Mapping
 from typing import Any
+
+from cds_hooks.commands.serve import DEFAULT_THREADS  # one value for both launchers
 
 # A request body of 1,000 resources makes ~250,000 containers; the default gen-0 threshold (700)
 # runs the collector hundreds of times per call, and each full collection walks the whole heap.
@@ -36,19 +37,15 @@ def default_workers() -> int:
     return max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
 
 
-DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
-
-
-def timeouts(config: Mapping[str, Any]) -> dict[str, int]:
+def timeouts(deadline: float) -> dict[str, int]:
     """Worker timeout a little past the call deadline: a call that keeps its deadline is never
     killed, a stuck worker is replaced soon after."""
-    deadline = float(config.get("DEADLINE_SECONDS", 2.5))
     limit = math.ceil(deadline) + 5  # parse and answer a body of MAX_BODY_BYTES after the deadline
     return {"timeout": limit, "graceful_timeout": limit}
 
 
-def settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """gunicorn settings for an app configured with `config` (CLI flags override them)."""
+def settings(deadline: float) -> dict[str, Any]:
+    """gunicorn settings for an app whose FHIR deadline is `deadline` (CLI flags override them)."""
     return {
         "worker_class": "gthread",
         "workers": default_workers(),
@@ -62,20 +59,20 @@ def settings(config: Mapping[str, Any]) -> dict[str, Any]:
         "accesslog": None,  # the app logs each hook call itself (observability)
         # No gunicornc control socket: unused, and two servers of one user would share its path.
         "control_socket_disable": True,
-        **timeouts(config),
+        **timeouts(deadline),
     }
 
 
 # Module-level names, so that this file works as `gunicorn -c python:cds_hooks.gunicorn_conf`.
-def _config() -> Mapping[str, Any]:
-    from cds_hooks.app import DEFAULTS
+def _deadline() -> float:
+    from cds_hooks import settings as settings_module
 
-    return {**DEFAULTS, "DEADLINE_SECONDS": os.environ.get("CDS_DEADLINE_SECONDS", 2.5)}
+    return settings_module.load().fhir.deadline_seconds
 
 
 wsgi_app = "cds_hooks.app:create_app()"
 bind = [os.environ.get("CDS_BIND", "127.0.0.1:8080")]
-globals().update(settings(_config()))
+globals().update(settings(_deadline()))
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from cds_hooks.config import boolean, setting, text
 from cds_hooks.services import BY_ID
 
 log = logging.getLogger("cds_hooks.calls")
@@ -47,6 +49,25 @@ _SECRET_RES = (
 )
 # Seconds: the spec's "on the order of 500 ms" mid-range, the 2.5 s FHIR deadline near the top.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    metrics: bool = setting(
+        True,
+        boolean(),
+        "Prometheus metrics at /metrics (no patient data: service ids, rule ids, prefetch keys).",
+    )
+    log_format: str = setting(
+        "json",
+        text(("json", "text", "none")),
+        "`json` (one object per line), `text`, or `none` (leave logging to the host program).",
+    )
+    log_level: str = setting(
+        "INFO",
+        text(("DEBUG", "INFO", "WARNING", "ERROR"), upper=True),
+        "Lowest level of the service's log lines.",
+    )
 
 
 def redact(text: str) -> str:
@@ -166,7 +187,8 @@ class Metrics:
 
 def init_app(app: Flask) -> None:
     """Request ids and per-call logging for every request; metrics on app.extensions."""
-    configure_logging(str(app.config["LOG_FORMAT"]), str(app.config["LOG_LEVEL"]))
+    settings = app.config["SETTINGS"].observability
+    configure_logging(settings.log_format, settings.log_level)
     app.extensions["cds_hooks_metrics"] = Metrics()
     app.before_request(_start)
     app.after_request(_finish)

@@ -211,6 +211,6 @@ def document(app: Flask) -> dict[str, Any]:
             },
         },
     }
-    if base := str(app.config.get("PUBLIC_BASE_URL") or "").rstrip("/"):
+    if base := app.config["SETTINGS"].app.public_base_url.rstrip("/"):
         doc["servers"] = [{"url": base}]
     return doc

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -27,14 +27,17 @@ from cds_hooks.record import PatientRecord, build_record
 from cds_hooks.services import Service
 from cds_hooks.store import CallAudit, Candidate, Store
 
+if TYPE_CHECKING:
+    from cds_hooks.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
-    """Collaborators built once per app (CONVENTIONS.md item 1), shared by all requests."""
+    """Collaborators built once per app, shared by all requests."""
 
-    config: Mapping[str, Any]
+    settings: Settings
     knowledge: Knowledge
     templates: dict[str, str]
     session: requests.Session
@@ -71,17 +74,17 @@ def _call_service(
     service: Service, body: Any, runtime: Runtime, started: float, called_at: datetime
 ) -> CallResult:
     protocol.validate(body, service.hook, service.drafts_field)
-    config = runtime.config
-    deadline = time.monotonic() + float(config["DEADLINE_SECONDS"])
+    fhir = runtime.settings.fhir
+    deadline = time.monotonic() + fhir.deadline_seconds
     try:
         client = client_for(
             body,
             runtime.session,
             runtime.executor,
-            timeout=float(config["FHIR_TIMEOUT_SECONDS"]),
-            max_pages=int(config["FHIR_MAX_PAGES"]),
-            max_bytes=int(config["FHIR_MAX_BYTES"]),
-            allow_http=bool(config["ALLOW_HTTP_FHIR"]),
+            timeout=fhir.fhir_timeout_seconds,
+            max_pages=fhir.fhir_max_pages,
+            max_bytes=fhir.fhir_max_bytes,
+            allow_http=fhir.allow_http_fhir,
         )
     except BadRequest as refused:
         # fhirServer is checked only when it will be used: a complete prefetch never needs it.
@@ -104,7 +107,7 @@ def _call_service(
         response={"cards": [card for _finding, card in pairs]},
         sources=dict(data.sources),
         fired=result.fired,
-        skipped=sorted(result.skipped),
+        skipped=sorted({*result.skipped, *result.failed}),  # every rule that did not run
         drafts=[o.ref for o in record.drafts],
     )
     if runtime.store is not None:

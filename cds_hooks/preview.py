@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_hooks import protocol
+from cds_hooks.config import boolean, path, setting
 from cds_hooks.errors import BadRequest, NotFound
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.pipeline import call_service
@@ -37,8 +39,23 @@ CSP = (
 )
 
 
+@dataclass(frozen=True)
+class PreviewSettings:
+    preview: bool = setting(
+        False,
+        boolean(),
+        "Card preview page at /preview: a local tool that runs the rules for anyone who can "
+        "reach it, without the hook authentication, so off unless asked for.",
+    )
+    fixtures_dir: str = setting(
+        "",
+        path(),
+        "Where /preview finds fixture scenarios; empty: the repository's fhir_fixtures/.",
+    )
+
+
 def fixtures_dir() -> Path:
-    configured = str(current_app.config.get("FIXTURES_DIR") or "")
+    configured = current_app.config["SETTINGS"].preview.fixtures_dir
     if configured:
         return Path(configured)
     in_repo = Path(__file__).resolve().parent.parent / "fhir_fixtures"

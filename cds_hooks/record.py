@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     as_list,
@@ -23,7 +24,6 @@ from cds_hooks.fhir.read import (
     parse_datetime,
     ref_of,
     reference,
-    status_code,
     text,
 )
 from cds_hooks.knowledge import Knowledge
@@ -54,6 +54,11 @@ class MedOrder:
 
     def has(self, *keys: str) -> bool:
         return any(k in self.drugs for k in keys)
+
+    @property
+    def current(self) -> bool:
+        """Current therapy by its status (a draft may omit the status): `fhir.status`."""
+        return status.order_current(self.status, draft=self.draft)
 
     def state(self) -> str:
         """Where this order stands, for a card's evidence."""
@@ -101,19 +106,18 @@ class PatientRecord:
     def targets(self) -> list[MedOrder]:
         return [o for o in self.drafts if o.selected]
 
-    def current(self, knowledge: Knowledge) -> list[MedOrder]:
+    def current(self) -> list[MedOrder]:
         """Current therapy: record orders in a current status, as amended by this call's drafts.
 
         A draft replaces the record order with its id (a revision or a stop) and the one it names
         as `priorPrescription` (a new order for a changed dose), so neither is counted twice.
         """
-        statuses = set(knowledge.data_setting("current_medication_statuses"))
         replaced = {o.ref for o in self.drafts}
         for draft in self.drafts:
             if prior := reference(draft.resource.get("priorPrescription")):
                 replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
-        kept = [o for o in self.history if o.ref not in replaced and o.status in statuses]
-        return kept + [o for o in self.drafts if o.status in statuses or o.status is None]
+        kept = [o for o in self.history if o.ref not in replaced and o.current]
+        return kept + [o for o in self.drafts if o.current]
 
     def conditions_in(self, keys: Iterable[str]) -> list[Cond]:
         wanted = set(keys)
@@ -166,7 +170,7 @@ def build_record(
     return PatientRecord(
         hook=service.hook,
         patient=patients[0] if patients else None,
-        conditions=[c for c in all_conditions if _is_active(c.resource, knowledge)],
+        conditions=[c for c in all_conditions if status.condition_present(c.resource)],
         drafts=drafts,
         history=history,
         observations=_selectable(by_type.get("Observation", {}).values(), knowledge),
@@ -299,16 +303,3 @@ def _cond(resource: Mapping, knowledge: Knowledge) -> Cond:
         name=concept_text(resource.get("code")) or "unnamed condition",
         when=effective_time(resource),
     )
-
-
-def _is_active(resource: Mapping, knowledge: Knowledge) -> bool:
-    """Active (or no clinicalStatus) and not refuted or entered in error (clinical-rules.md)."""
-    clinical = status_code(resource, "clinicalStatus")
-    if clinical is None:
-        # No status but an abatement date: the condition has ended.
-        if any(k.startswith("abatement") for k in resource):
-            return False
-    elif clinical not in knowledge.data_setting("active_condition_statuses"):
-        return False
-    verification = status_code(resource, "verificationStatus")
-    return verification not in knowledge.data_setting("excluded_verification_statuses")

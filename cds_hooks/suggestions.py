@@ -1,8 +1,9 @@
-"""One-click suggestions: CDS Hooks actions whose FHIR resources are validated before they leave.
+"""One-click suggestions as the rules build them: plain CDS Hooks actions, not yet validated.
 
 Actions follow CDS Hooks 2.0 "Action": delete by `resourceId` (not `resource`), create and update
-with a whole resource. Every resource is checked with fhir.resources (R4B models) here, at the
-edge, because an EHR applies it to the chart.
+with a whole resource. The resources are checked with fhir.resources at the card edge
+(`cards.card_for`), so that a resource the EHR's own bad data makes invalid costs only that
+suggestion, never the rule's finding.
 """
 
 from __future__ import annotations
@@ -10,16 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-
 from cds_hooks.cards import Suggestion
 from cds_hooks.record import MedOrder
-
-
-def validated(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """The resource as JSON, after fhir.resources accepted it (raises on an invalid one)."""
-    model = get_fhir_model_class(resource["resourceType"]).model_validate(dict(resource))
-    return model.model_dump(mode="json", exclude_none=True)
 
 
 def cancel(order: MedOrder, name: str = "cancel") -> Suggestion:
@@ -42,7 +35,7 @@ def create(
     return Suggestion(
         name=name,
         recommended=recommended,
-        actions=({"type": "create", "description": description, "resource": validated(resource)},),
+        actions=({"type": "create", "description": description, "resource": dict(resource)},),
     )
 
 
@@ -57,5 +50,5 @@ def replace(
     return Suggestion(
         name=name,
         recommended=recommended,
-        actions=({"type": "update", "description": description, "resource": validated(resource)},),
+        actions=({"type": "update", "description": description, "resource": dict(resource)},),
     )

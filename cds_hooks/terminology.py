@@ -1,4 +1,9 @@
-"""Value-set matcher: maps FHIR codings and medication text to the project's value-set keys.
+"""The one value-set matcher: "is this concept/coding in value set K", for every rule and engine.
+
+Maps FHIR codings and medication text to the project's value-set keys. Nothing else in the
+service compares systems or codes: the record, the clinical engines (`clinical/`) and the rules
+ask :class:`Terminology` (``in_valueset``, ``matching_coding``, ``keys_for_concept``), so system
+aliases and code forms are normalised in this module only.
 
 The value sets are the FHIR ValueSet files in ``cds_hooks/knowledge/valuesets`` (built by
 ``tools/build_valuesets.py``). ``Terminology.load()`` reads and checks them once at start-up and
@@ -42,6 +47,7 @@ from typing import Any
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 ATC = "http://www.whocc.no/atc"
 EDQM = "http://standardterms.edqm.eu"
@@ -87,6 +93,7 @@ _WORD_SEPARATOR = re.compile(r"[\s\-]+")
 SYSTEM_NAMES = {
     SNOMED: "SNOMED CT",
     ICD10CM: "ICD-10-CM",
+    ICD10: "ICD-10",
     RXNORM: "RxNorm",
     LOINC: "LOINC",
     ATC: "ATC",
@@ -292,12 +299,41 @@ class Terminology:
             found |= self._text_keys.get(_text_name(match.group(0)), _EMPTY)
         return frozenset(found)
 
-    def in_valueset(self, concept: Mapping | None, key: str) -> bool:
-        """True when any coding of the CodeableConcept is in the value set ``key``."""
-        if key not in self._valuesets:
-            # A typo in a rule must fail loudly rather than silently never match.
-            raise KeyError(f"unknown value set key: {key}")
-        return key in self.keys_for_concept(concept)
+    def in_valueset(self, concept: Mapping | None, *keys: str) -> bool:
+        """True when any coding of the CodeableConcept is in one of the value sets ``keys``."""
+        self._known(keys)
+        return not self.keys_for_concept(concept).isdisjoint(keys)
+
+    def matching_coding(
+        self, concept: Mapping | None, *keys: str
+    ) -> tuple[str, str, str | None] | None:
+        """(system, code, display) as sent of the first coding in one of the value sets ``keys``.
+
+        For a card that names the code it found ("LOINC 2164-2"): same matching as
+        :meth:`in_valueset`, aliases normalised.
+        """
+        self._known(keys)
+        if not isinstance(concept, Mapping):
+            return None
+        for coding in concept.get("coding") if isinstance(concept.get("coding"), list) else ():
+            if not isinstance(coding, Mapping):
+                continue
+            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            if not self.keys_for_coding(system, code).isdisjoint(keys):
+                shown = display if isinstance(display, str) and display.strip() else None
+                return system, code, shown
+        return None
+
+    def systems(self, *keys: str) -> frozenset[str]:
+        """The (canonical) code systems the value sets ``keys`` draw their codes from."""
+        self._known(keys)
+        return frozenset(row[0] for key in keys for row in self._codes[key])
+
+    def _known(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key not in self._valuesets:
+                # A typo in a rule must fail loudly rather than silently never match.
+                raise KeyError(f"unknown value set key: {key}")
 
     # -- metadata ----------------------------------------------------------------------------
 

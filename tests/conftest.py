@@ -42,3 +42,51 @@ def call(client):
 def assert_valid_response(body) -> None:
     """Every 200 answer must satisfy our CDS Hooks response schema."""
     assert schemas.problems("response", body) == []
+
+
+# ---- PostgreSQL (.ci/postgres starts one in CI and exports TEST_DATABASE_URL) -----------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL server's URL; skips on a developer machine without one, fails in CI."""
+    import os
+
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    in_ci = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+    how = "set TEST_DATABASE_URL=postgresql+psycopg://user:pw@host/db (.ci/postgres starts one)"
+    if not url.startswith("postgresql"):
+        if in_ci:
+            pytest.fail(f"CI=true but no PostgreSQL to test: {how}")
+        pytest.skip(f"PostgreSQL tests: {how}")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if in_ci:
+            pytest.fail(
+                "CI=true but the PostgreSQL driver is missing: pip install -e '.[postgres]'"
+            )
+        pytest.skip("PostgreSQL tests: pip install -e '.[postgres]' for the driver")
+    return url
+
+
+@pytest.fixture
+def postgres_schema(postgres_url):
+    """A DATABASE_URL on a fresh schema of the test server, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from cds_hooks.store.db import make_engine
+
+    schema = f"cds_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

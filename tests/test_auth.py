@@ -29,6 +29,7 @@ from cds_hooks.auth import (
     load_issuers,
 )
 from cds_hooks.commands.keys import mint_token, public_jwk
+from cds_hooks.settings import load as load_settings
 from tests.factories import STROKE, condition, hook_request, med_request
 
 ISS = "https://ehr.example.org"
@@ -402,7 +403,7 @@ def test_private_key_in_a_registered_jwks_is_refused(es_key):
     private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(es_key))
     private["kid"] = "k"
     with pytest.raises(ValueError, match="private key"):
-        load_issuers({"AUTH_ISSUERS": {ISS: {"jwks": {"keys": [private]}}}})
+        load_issuers({ISS: {"jwks": {"keys": [private]}}})
 
 
 def test_memory_replay_store_forgets_after_expiry():
@@ -421,19 +422,21 @@ def test_memory_replay_store_forgets_after_expiry():
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
 def test_without_issuers_loopback_is_allowed_and_says_auth_is_off(host):
-    assert "authentication OFF" in check_bind_allowed(host, {})
+    assert "authentication OFF" in check_bind_allowed(host, load_settings({}, {}))
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "cds.example.org"])
 def test_without_issuers_other_addresses_need_the_flag(host):
     with pytest.raises(BindRefused, match="--allow-unauthenticated"):
-        check_bind_allowed(host, {})
-    assert "WARNING" in check_bind_allowed(host, {}, allow_unauthenticated=True)
-    assert "WARNING" in check_bind_allowed(host, {"ALLOW_UNAUTHENTICATED": "true"})
+        check_bind_allowed(host, load_settings({}, {}))
+    assert "WARNING" in check_bind_allowed(host, load_settings({}, {}), allow_unauthenticated=True)
+    assert "WARNING" in check_bind_allowed(
+        host, load_settings({"ALLOW_UNAUTHENTICATED": "true"}, {})
+    )
 
 
 def test_with_issuers_any_address_is_allowed(es_key, rs_key):
-    config = {"AUTH_ISSUERS": issuers(es_key, rs_key)}
+    config = load_settings({"AUTH_ISSUERS": issuers(es_key, rs_key)}, {})
     assert "authentication ON" in check_bind_allowed("0.0.0.0", config)
 
 

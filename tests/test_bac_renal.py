@@ -66,6 +66,16 @@ def test_creatinine_clearance_edges(call, value, expected):
         assert "2026-10-01" in cards[0]["detail"]
 
 
+@pytest.mark.parametrize("system", ["urn:oid:2.16.840.1.113883.6.1", "http://loinc.org/"])
+def test_clearance_coded_with_a_loinc_alias_warns(call, system):
+    """Regression (issue 12): the LOINC OID and a trailing slash are LOINC, for every rule."""
+    observation = crcl(20)
+    observation["code"]["coding"][0]["system"] = system
+    cards = renal_cards(call, [observation])
+    assert [c["indicator"] for c in cards] == ["warning"]
+    assert "creatinine clearance 20 mL/min (LOINC 2164-2" in cards[0]["detail"]
+
+
 def test_egfr_stands_in_when_no_clearance(call):
     cards = renal_cards(call, [egfr(25)])
     assert [c["indicator"] for c in cards] == ["warning"]

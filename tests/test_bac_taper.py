@@ -57,6 +57,30 @@ def test_stopping_intrathecal_baclofen_is_critical_and_offers_to_keep_it(call):
     assert keep["status"] == "active"
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"dispenseRequest": {"validityPeriod": {"start": "2026-02-30"}}},  # no such day
+        {"validityPeriod": {"start": "2026-02-01"}},  # not a MedicationRequest field
+    ],
+    ids=["impossible-date", "unknown-key"],
+)
+def test_invalid_current_itb_order_keeps_the_critical_card(call, caplog, bad):
+    """Regression (issue 12): the EHR's bad data costs the suggestion, never the critical card."""
+    current = med_request(
+        "b1", BACLOFEN_IT, status="active", dose_mg=0.2, per_day=1, route="intrathecal"
+    )
+    stop = dict(current, status="stopped")
+    body = hook_request([stop], hook="order-sign", conditions=RECORD, medications=[current | bad])
+    status, answer = call(body)
+    assert status == 200
+    cards = [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
+    assert [c["indicator"] for c in cards] == ["critical"]
+    assert "suggestions" not in cards[0]  # the "keep" copy of the bad order was the only one
+    assert not [c for c in answer["cards"] if c["indicator"] == "info"]  # no "could not run"
+    assert "suggestion 'keep' dropped" in caplog.text
+
+
 def test_cancelled_counts_as_a_stop(call):
     current = med_request("b1", status="active")
     body = hook_request(

@@ -17,7 +17,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from cds_hooks.store import open_store
+from cds_hooks.store import StoreSettings, open_store
 from cds_hooks.store.db import feedback
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
@@ -117,7 +117,7 @@ def test_acknowledged_feedback_survives_sigkill(tmp_path):
     finally:
         restarted.terminate()
         restarted.wait(timeout=10)
-    store = open_store({"DATA_DIR": str(tmp_path)})
+    store = open_store(StoreSettings(data_dir=str(tmp_path)))
     with store.engine.connect() as conn:
         found = set(conn.execute(select(feedback.c.card_uuid)).scalars())
     store.close()

@@ -72,9 +72,9 @@ def test_gunicorn_answers_discovery_twice_on_one_connection(server):
 
 
 def test_worker_timeout_sits_past_the_call_deadline():
-    assert gunicorn_conf.timeouts({"DEADLINE_SECONDS": 2.5})["timeout"] == 8
-    assert gunicorn_conf.timeouts({"DEADLINE_SECONDS": 10})["timeout"] == 15
-    settings = gunicorn_conf.settings({"DEADLINE_SECONDS": 2.5})
+    assert gunicorn_conf.timeouts(2.5)["timeout"] == 8
+    assert gunicorn_conf.timeouts(10)["timeout"] == 15
+    settings = gunicorn_conf.settings(2.5)
     assert settings["worker_class"] == "gthread"
     assert settings["preload_app"] is True
     assert settings["workers"] >= 2

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +11,7 @@ from sqlalchemy import select, text
 
 from cds_hooks import create_app
 from cds_hooks.services import PURPOSES
-from cds_hooks.store import open_store
+from cds_hooks.store import StoreSettings, open_store
 from cds_hooks.store.audit import PatientIds
 from cds_hooks.store.db import LATEST, cards, hook_calls, make_engine, migrate, schema_version
 from cds_hooks.store.replay import ReplayStore
@@ -244,53 +242,35 @@ def test_the_app_store_offers_the_replay_store(app):
 
 # ---- PostgreSQL --------------------------------------------------------------------------------
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 
-
-@pytest.mark.skipif(
-    not PG_URL.startswith("postgresql"),
-    reason="PostgreSQL path: set TEST_DATABASE_URL=postgresql+psycopg://user:pw@host/db to run it",
-)
-def test_postgresql_round_trip(knowledge):
-    pytest.importorskip("psycopg", reason="pip install -e '.[postgres]' for the PostgreSQL driver")
-    schema = f"cds_test_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    try:
-        app = create_app({"NOW": NOW, "KNOWLEDGE": knowledge, "DATABASE_URL": url})
-        client = app.test_client()
-        card = shown_card(lambda body: _post(client, body))
-        entry = overridden(card["uuid"])
-        assert post(client, [entry, entry])[1] == {
-            "stored": 1,
-            "duplicates": 1,
-            "unknownCards": [],
-        }
-        assert _post(client, warning_request("order-sign"))[1]["cards"] == [
-            c
-            for c in _post(client, warning_request("order-sign"))[1]["cards"]
-            if c["source"]["topic"]["code"] != RULE
-        ]
-        replay = app.extensions["cds_hooks"].store.replay
-        later = datetime.now(UTC) + timedelta(minutes=1)
-        assert replay.remember("j", later) is True and replay.remember("j", later) is False
-        report = app.extensions["cds_hooks"].store.report(
-            datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
-        )
-        (rule,) = [r for r in report.rules if r.rule_id == RULE]
-        assert (rule.shown, rule.overridden, rule.suppressed) == (1, 1, 2)
-        assert json.dumps(report.to_dict())
-        app.extensions["cds_hooks"].store.close()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def test_postgresql_round_trip(knowledge, postgres_schema):
+    app = create_app({"NOW": NOW, "KNOWLEDGE": knowledge, "DATABASE_URL": postgres_schema})
+    client = app.test_client()
+    card = shown_card(lambda body: _post(client, body))
+    entry = overridden(card["uuid"])
+    assert post(client, [entry, entry])[1] == {
+        "stored": 1,
+        "duplicates": 1,
+        "unknownCards": [],
+    }
+    assert _post(client, warning_request("order-sign"))[1]["cards"] == [
+        c
+        for c in _post(client, warning_request("order-sign"))[1]["cards"]
+        if c["source"]["topic"]["code"] != RULE
+    ]
+    replay = app.extensions["cds_hooks"].store.replay
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert replay.remember("j", later) is True and replay.remember("j", later) is False
+    report = app.extensions["cds_hooks"].store.report(
+        datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    (rule,) = [r for r in report.rules if r.rule_id == RULE]
+    assert (rule.shown, rule.overridden, rule.suppressed) == (1, 1, 2)
+    assert json.dumps(report.to_dict())
+    app.extensions["cds_hooks"].store.close()
 
 
 def test_open_store_with_an_in_memory_database():
-    store = open_store({"DATABASE_URL": "sqlite://"})
+    store = open_store(StoreSettings(database_url="sqlite://"))
     assert store.replay.remember("x", datetime.now(UTC) + timedelta(minutes=1))
     store.close()

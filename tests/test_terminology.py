@@ -206,6 +206,31 @@ def test_in_valueset(term):
     assert not term.in_valueset(None, BACLOFEN)
     with pytest.raises(KeyError):
         term.in_valueset(concept((RXNORM, "1292")), "drug/baclofenn")
+    # Several keys: in any of them.
+    assert term.in_valueset(concept((RXNORM, "308516")), BACLOFEN_ORAL, BACLOFEN_IT)
+
+
+def test_matching_coding_names_the_coding_as_sent(term):
+    sent = {
+        "coding": [
+            {"system": "http://example.org/local", "code": "CRCL"},
+            {"system": "urn:oid:2.16.840.1.113883.6.1", "code": "2164-2", "display": " "},
+        ]
+    }
+    assert term.matching_coding(sent, "observation/creatinine-clearance") == (
+        "urn:oid:2.16.840.1.113883.6.1",
+        "2164-2",
+        None,
+    )
+    assert term.matching_coding(sent, "observation/egfr") is None
+    assert term.matching_coding(None, "observation/egfr") is None
+    with pytest.raises(KeyError):
+        term.matching_coding(sent, "observation/crcl")
+
+
+def test_systems_of_a_value_set(term):
+    assert term.systems("observation/creatinine-clearance") == {LOINC}
+    assert SNOMED in term.systems("route/oral")
 
 
 # -- free text -----------------------------------------------------------------------------

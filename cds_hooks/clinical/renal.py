@@ -16,8 +16,8 @@ Priority, by calendar day (UTC) of the result:
 3. an active CKD stage 4-5 / ESRD / dialysis Condition.
 
 The ``dialysis`` flag is set whenever an active dialysis Condition exists, whatever the source of
-the value. Thresholds, look-backs and the status lists are the caller's (rule settings and
-knowledge/common.json); the defaults here are the same values.
+the value. Thresholds and look-backs are the caller's (rule settings and knowledge/common.json);
+the defaults here are the same values. Which statuses count is `cds_hooks.fhir.status`.
 """
 
 from __future__ import annotations
@@ -28,49 +28,26 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     as_list,
-    codings,
     concept_text,
     effective_time,
     parse_date,
     quantity,
     ref_of,
-    status_code,
     text,
 )
+from cds_hooks.terminology import Terminology, system_name
 
 log = logging.getLogger(__name__)
 
-Codes = frozenset[tuple[str, str]]
-
-# Defaults only: the service passes the lists in knowledge/common.json (same values).
-USABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
-ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
-EXCLUDED_VERIFICATION_STATUSES = frozenset({"refuted", "entered-in-error"})
 MIN_COCKCROFT_GAULT_AGE = 18  # the equation was derived in adults
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew / time zones; later results are data errors
 
-_SYSTEM_NAMES = {
-    "http://loinc.org": "LOINC",
-    "http://snomed.info/sct": "SNOMED CT",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
-}
-# Equation names for the eGFR codes a card should name (others are just "eGFR").
-_EGFR_NAMES = {
-    "98979-8": "eGFR CKD-EPI 2021",
-    "98980-6": "eGFR CKD-EPI 2021 creatinine-cystatin C",
-    "33914-3": "eGFR MDRD",
-    "48642-3": "eGFR MDRD (race-based)",
-    "48643-1": "eGFR MDRD (race-based)",
-    "88293-6": "eGFR CKD-EPI 2009 (race-based)",
-    "88294-4": "eGFR CKD-EPI 2009 (race-based)",
-}
 # Clearance units (normalised: lower case, no spaces, braces or underscores) -> factor to mL/min.
 _CLEARANCE_UNITS = {
     "ml/min": 1.0,
@@ -98,15 +75,68 @@ _COMPARATOR_ORDER = {"<": 0, "<=": 1, None: 2, ">=": 3, ">": 4}
 
 
 @dataclass(frozen=True)
-class RenalCodes:
-    """(system, code) sets, built by the caller from the knowledge value sets."""
+class RenalValueSets:
+    """The value-set keys (knowledge/valuesets) each kind of record is matched against."""
 
-    crcl: Codes
-    egfr: Codes
-    creatinine: Codes
-    weight: Codes  # LOINC 29463-7 body weight, 3141-9
-    ckd_severe: Codes  # CKD stage 4/5, ESRD conditions
-    dialysis: Codes  # dialysis dependence conditions
+    crcl: str = "observation/creatinine-clearance"
+    egfr: str = "observation/egfr"
+    creatinine: str = "observation/serum-creatinine"
+    weight: str = "observation/body-weight"  # LOINC 29463-7 body weight, 3141-9
+    ckd_severe: str = "condition/ckd-severe"  # CKD stage 4/5, ESRD conditions
+    dialysis: str = "condition/dialysis"  # dialysis dependence conditions
+    # An eGFR a card names by its equation (the value set's title); any other is just "eGFR".
+    egfr_equations: tuple[str, ...] = (
+        "observation/egfr-ckd-epi-2021",
+        "observation/egfr-ckd-epi-2021-cystatin-c",
+        "observation/egfr-mdrd",
+        "observation/egfr-mdrd-race-based",
+        "observation/egfr-ckd-epi-2009-race-based",
+    )
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """The terminology and one value set: "is this concept in it, by which coding"."""
+
+    terminology: Terminology
+    key: str
+
+    def match(self, concept: Any) -> tuple[str, str, str | None] | None:
+        return self.terminology.matching_coding(as_dict(concept), self.key)
+
+
+@dataclass(frozen=True)
+class _RenalCodes:
+    crcl: _Codes
+    egfr: _Codes
+    creatinine: _Codes
+    weight: _Codes
+    ckd_severe: _Codes
+    dialysis: _Codes
+    equations: tuple[_Codes, ...]
+
+    @classmethod
+    def of(cls, terminology: Terminology, sets: RenalValueSets) -> _RenalCodes:
+        def codes(key: str) -> _Codes:
+            return _Codes(terminology, key)
+
+        return cls(
+            crcl=codes(sets.crcl),
+            egfr=codes(sets.egfr),
+            creatinine=codes(sets.creatinine),
+            weight=codes(sets.weight),
+            ckd_severe=codes(sets.ckd_severe),
+            dialysis=codes(sets.dialysis),
+            equations=tuple(codes(key) for key in sets.egfr_equations),
+        )
+
+    def egfr_name(self, system: str, code: str) -> str:
+        """The eGFR's equation (its value set's title), else plain "eGFR"."""
+        concept = {"coding": [{"system": system, "code": code}]}
+        for equation in self.equations:
+            if equation.match(concept) is not None:
+                return equation.terminology.title(equation.key)
+        return "eGFR"
 
 
 @dataclass(frozen=True)
@@ -166,29 +196,8 @@ def _with_date(label: str, day: str | None) -> str:
     return f"{label} ({day})"
 
 
-def _code_key(system: str | None, code: str) -> tuple[str | None, str]:
-    # ICD-10 codes arrive dotted (N18.4) or not (N184); compare them without the dot.
-    if system and "icd-10" in system.lower():
-        return system, code.replace(".", "").strip().upper()
-    return system, code.strip()
-
-
-@lru_cache(maxsize=128)
-def _normalised(codes: Codes) -> frozenset[tuple[str | None, str]]:
-    return frozenset(_code_key(system, code) for system, code in codes)
-
-
-def _matching_coding(concept: Any, codes: Codes) -> tuple[str, str, str | None] | None:
-    """(system, code, display) of the first coding of `concept` in `codes`."""
-    wanted = _normalised(codes)
-    for system, code, display in codings(concept):
-        if system and code and _code_key(system, code) in wanted:
-            return system, code, display
-    return None
-
-
 def _code_reference(system: str, code: str) -> str:
-    return f"{_SYSTEM_NAMES.get(system, system)} {code}"
+    return f"{system_name(system)} {code}"
 
 
 def _norm_unit(unit: str) -> str:
@@ -211,15 +220,12 @@ def _aware(now: datetime) -> datetime:
     return now if now.tzinfo else now.replace(tzinfo=UTC)
 
 
-def _usable_time(
-    obs: Mapping, now: datetime, max_age_days: int, usable: frozenset[str]
-) -> datetime | None:
+def _usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | None:
     """The effective time of a usable Observation (status, age), else None."""
     if obs.get("resourceType", "Observation") != "Observation":
         return None
-    status = text(obs.get("status"))
-    if status not in usable:
-        log.debug("renal: %s skipped, status %r", ref_of(obs), status)
+    if not status.observation_usable(obs):
+        log.debug("renal: %s skipped, status %r", ref_of(obs), obs.get("status"))
         return None
     moment = effective_time(obs)
     if moment is None:
@@ -282,19 +288,18 @@ class _Reading:
 
 def _clearance_readings(
     observations: list[Mapping],
-    codes: Codes,
+    codes: _Codes,
     now: datetime,
     max_age_days: int,
-    usable: frozenset[str],
 ) -> list[_Reading]:
     readings = []
     for obs in observations:
-        top = _matching_coding(obs.get("code"), codes)
+        top = codes.match(obs.get("code"))
         components = [c for c in as_list(obs.get("component")) if isinstance(c, dict)]
-        component_hits = [(c, _matching_coding(c.get("code"), codes)) for c in components]
+        component_hits = [(c, codes.match(c.get("code"))) for c in components]
         if top is None and not any(hit for _c, hit in component_hits):
             continue
-        moment = _usable_time(obs, now, max_age_days, usable)
+        moment = _usable_time(obs, now, max_age_days)
         if moment is None:
             continue
         value = None
@@ -328,18 +333,17 @@ def _clearance_readings(
 
 def _latest_amount(
     observations: list[Mapping],
-    codes: Codes,
+    codes: _Codes,
     units: Mapping[str, float],
     now: datetime,
     max_age_days: int,
-    usable: frozenset[str],
 ) -> tuple[datetime, float, tuple[float, str], Mapping] | None:
     """(when, value in the table's base unit, value as shown, observation) of the latest usable."""
     best = None
     for obs in observations:
-        if _matching_coding(obs.get("code"), codes) is None:
+        if codes.match(obs.get("code")) is None:
             continue
-        moment = _usable_time(obs, now, max_age_days, usable)
+        moment = _usable_time(obs, now, max_age_days)
         if moment is None:
             continue
         qty = as_dict(obs.get("valueQuantity"))
@@ -366,10 +370,9 @@ def age_years(patient: Mapping | None, now: datetime) -> int | None:
 def _cockcroft_gault(
     observations: list[Mapping],
     patient: Mapping | None,
-    codes: RenalCodes,
+    codes: _RenalCodes,
     now: datetime,
     max_age_days: int,
-    usable: frozenset[str],
     min_age_years: int,
 ) -> RenalFunction | None:
     gender = as_dict(patient).get("gender")
@@ -378,9 +381,9 @@ def _cockcroft_gault(
     if factor is None or age is None or age < min_age_years:
         return None
     creatinine = _latest_amount(
-        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days, usable
+        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days
     )
-    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days, usable)
+    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days)
     if creatinine is None or weight is None:
         return None
     scr_when, scr_mg_dl, (scr_value, scr_unit), scr_obs = creatinine
@@ -409,39 +412,19 @@ def _cockcroft_gault(
     )
 
 
-def _status(resource: Mapping, field: str) -> str | None:
-    value = resource.get(field)
-    return value if isinstance(value, str) else status_code(resource, field)  # STU3: plain code
-
-
-def _condition_is_active(
-    condition: Mapping, active: frozenset[str], excluded: frozenset[str]
-) -> bool:
-    """In an active clinicalStatus, or none and no abatement; not in an excluded verification."""
-    if _status(condition, "verificationStatus") in excluded:
-        return False
-    clinical = _status(condition, "clinicalStatus")
-    if clinical is None:
-        return not any(
-            key.startswith("abatement") and value not in (None, False, "")
-            for key, value in condition.items()
-        )
-    return clinical in active
-
-
 def _kidney_conditions(
-    conditions: list[Mapping], codes: RenalCodes, active: frozenset[str], excluded: frozenset[str]
+    conditions: list[Mapping], codes: _RenalCodes
 ) -> tuple[list[tuple[Mapping, tuple]], list[tuple[Mapping, tuple]]]:
     dialysis, severe = [], []
     for condition in conditions:
         if condition.get("resourceType", "Condition") != "Condition":
             continue
-        if not _condition_is_active(condition, active, excluded):
+        if not status.condition_present(condition):
             continue
         # Checked independently: "ESRD on dialysis" codes may sit in both sets.
-        if hit := _matching_coding(condition.get("code"), codes.dialysis):
+        if hit := codes.dialysis.match(condition.get("code")):
             dialysis.append((condition, hit))
-        if hit := _matching_coding(condition.get("code"), codes.ckd_severe):
+        if hit := codes.ckd_severe.match(condition.get("code")):
             severe.append((condition, hit))
     return dialysis, severe
 
@@ -457,16 +440,15 @@ def _day(moment: datetime) -> date:
 
 def _measured(
     observations: list[Mapping],
-    codes: RenalCodes,
+    codes: _RenalCodes,
     now: datetime,
     lookback_days: int,
-    usable: frozenset[str],
 ) -> tuple[str, _Reading] | None:
     """The latest measured reading as (kind, reading): the newest day wins, CrCl on a tie."""
     best: tuple[tuple, str, _Reading] | None = None
     # Rank: later day first; on the same day creatinine clearance before eGFR; then later time.
     for rank, (kind, code_set) in enumerate((("crcl", codes.crcl), ("egfr", codes.egfr))):
-        for reading in _clearance_readings(observations, code_set, now, lookback_days, usable):
+        for reading in _clearance_readings(observations, code_set, now, lookback_days):
             key = (_day(reading.when), -rank, reading.when)
             if best is None or key > best[0]:
                 best = (key, kind, reading)
@@ -477,41 +459,34 @@ def renal_function(
     observations: Iterable[Mapping],
     conditions: Iterable[Mapping],
     patient: Mapping | None,
-    codes: RenalCodes,
+    terminology: Terminology,
     now: datetime,
     lookback_days: int = 365,
     cockcroft_gault_max_age_days: int = 90,
     *,
-    usable_observation_statuses: Iterable[str] = USABLE_OBSERVATION_STATUSES,
-    active_condition_statuses: Iterable[str] = ACTIVE_CLINICAL_STATUSES,
-    excluded_verification_statuses: Iterable[str] = EXCLUDED_VERIFICATION_STATUSES,
+    value_sets: RenalValueSets = RenalValueSets(),
     cockcroft_gault_min_age_years: int = MIN_COCKCROFT_GAULT_AGE,
 ) -> RenalFunction | None:
     """The patient's kidney function by the priority in the module docstring, or None if unknown.
 
-    Observations count when their status is in `usable_observation_statuses` and they are at
-    most `lookback_days` calendar days old (creatinine and weight for Cockcroft-Gault: at most
+    Observations count when `fhir.status` finds them usable and they are at most
+    `lookback_days` calendar days old (creatinine and weight for Cockcroft-Gault: at most
     `cockcroft_gault_max_age_days`, and the patient must be `cockcroft_gault_min_age_years` or
-    older with gender male or female). Conditions count when their clinicalStatus is in
-    `active_condition_statuses` (or absent, with no abatement) and their verificationStatus is
-    not in `excluded_verification_statuses`.
+    older with gender male or female). Codes are matched against the value sets named in
+    `value_sets`, by the one matcher (`Terminology`). Conditions count when `fhir.status` finds
+    them present.
     """
     now = _aware(now)
-    usable = frozenset(usable_observation_statuses)
+    codes = _RenalCodes.of(terminology, value_sets)
     observations = [o for o in observations if isinstance(o, Mapping)]
     conditions = [c for c in conditions if isinstance(c, Mapping)]
-    dialysis, severe = _kidney_conditions(
-        conditions,
-        codes,
-        frozenset(active_condition_statuses),
-        frozenset(excluded_verification_statuses),
-    )
+    dialysis, severe = _kidney_conditions(conditions, codes)
     on_dialysis = bool(dialysis)
 
-    measured = _measured(observations, codes, now, lookback_days, usable)
+    measured = _measured(observations, codes, now, lookback_days)
     max_age = min(lookback_days, cockcroft_gault_max_age_days)
     estimate = _cockcroft_gault(
-        observations, patient, codes, now, max_age, usable, cockcroft_gault_min_age_years
+        observations, patient, codes, now, max_age, cockcroft_gault_min_age_years
     )
     # The estimate only when its creatinine is from a later day than the measured value: a
     # measured value of the same day is the better figure.
@@ -521,7 +496,11 @@ def renal_function(
 
     if measured is not None:
         kind, latest = measured
-        name = "creatinine clearance" if kind == "crcl" else _EGFR_NAMES.get(latest.code, "eGFR")
+        name = (
+            "creatinine clearance"
+            if kind == "crcl"
+            else codes.egfr_name(latest.system, latest.code)
+        )
         return RenalFunction(
             kind=kind,
             value_ml_min=latest.value,

@@ -32,7 +32,7 @@ def parse_day(value: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cds_hooks.app import DEFAULTS
+    from cds_hooks import settings
     from cds_hooks.store import open_store
 
     try:
@@ -43,12 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if last < start:
         print("cds-hooks report: --to is before --from", file=sys.stderr)
         return 2
-    config = {**DEFAULTS, **_env()}
-    if args.data_dir:
-        config["DATA_DIR"] = args.data_dir
-    if args.database_url:
-        config["DATABASE_URL"] = args.database_url
-    store = open_store(config)
+    given = {"DATA_DIR": args.data_dir, "DATABASE_URL": args.database_url}
+    store = open_store(settings.load({k: v for k, v in given.items() if v}).store)
     try:
         report = store.report(start, last + timedelta(days=1))
     finally:
@@ -60,14 +56,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         _text(report)
     return 0
-
-
-def _env() -> dict[str, str]:
-    """The CDS_* settings the store reads, as `create_app` would see them."""
-    import os
-
-    keys = ("DATA_DIR", "DATABASE_URL", "SQLITE_BUSY_TIMEOUT_MS")
-    return {k: os.environ[f"CDS_{k}"] for k in keys if f"CDS_{k}" in os.environ}
 
 
 def _rate(rate: float | None) -> str:

@@ -9,15 +9,18 @@ from typing import Any
 HELP = "run the service (gunicorn; --reload for the development server)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cds_hooks.gunicorn_conf import DEFAULT_THREADS, default_workers
+DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # gunicorn_conf is imported only when serving: as a gunicorn config file it reads the
+    # settings at import, and a bad CDS_* value must not break `cds-hooks --help`.
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
         "--workers",
         type=int,
-        default=default_workers(),
+        default=None,
         help="worker processes (default: one per CPU core available, at least 2)",
     )
     parser.add_argument(
@@ -41,16 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.app import create_app
     from cds_hooks.auth import BindRefused, check_bind_allowed
+    from cds_hooks.gunicorn_conf import default_workers
+    from cds_hooks.settings import load as load_settings
 
+    if args.workers is None:
+        args.workers = default_workers()
     if args.workers < 1 or args.threads < 1:
         print("cds-hooks: --workers and --threads must be at least 1", file=sys.stderr)
         return 2
-    app = create_app()
+    # Refuse an unsafe bind before anything is opened (the database, the knowledge).
     try:
-        notice = check_bind_allowed(args.host, app.config, args.allow_unauthenticated)
+        notice = check_bind_allowed(args.host, load_settings(), args.allow_unauthenticated)
     except BindRefused as refused:
         print(f"cds-hooks: {refused}", file=sys.stderr)
         return 2
+    app = create_app()
     print(f"cds-hooks: {notice}", file=sys.stderr)
     where = _bind(args.host, args.port)
     print(f"cds-hooks: serving on http://{where}/cds-services", file=sys.stderr)
@@ -72,7 +80,7 @@ def _gunicorn(app: Any, args: argparse.Namespace) -> None:
     from cds_hooks import gunicorn_conf
 
     options = {
-        **gunicorn_conf.settings(app.config),
+        **gunicorn_conf.settings(app.config["SETTINGS"].fhir.deadline_seconds),
         "bind": [_bind(args.host, args.port)],
         "workers": args.workers,
         "threads": args.threads,

@@ -50,10 +50,6 @@ def concept_text(concept: Any) -> str | None:
     return None
 
 
-def has_code(concept: Any, system: str, code: str) -> bool:
-    return any(s == system and c == code for s, c, _ in codings(concept))
-
-
 def reference(value: Any) -> str | None:
     return text(as_dict(value).get("reference"))
 
@@ -121,12 +117,4 @@ def next_link(bundle: Any) -> str | None:
     for link in as_list(as_dict(bundle).get("link")):
         if isinstance(link, dict) and link.get("relation") == "next":
             return text(link.get("url"))
-    return None
-
-
-def status_code(resource: Mapping, field: str) -> str | None:
-    """The code of a status CodeableConcept such as Condition.clinicalStatus."""
-    for _system, code, _display in codings(resource.get(field)):
-        if code:
-            return code
     return None

@@ -91,15 +91,6 @@ class Knowledge:
         knowledge.check()
         return knowledge
 
-    def code_set(self, *keys: str) -> frozenset[tuple[str, str]]:
-        """(system, code) pairs of the named value sets, computed once per key set."""
-        cache = self.__dict__.setdefault("_code_sets", {})
-        if keys not in cache:
-            cache[keys] = frozenset(
-                (system, code) for key in keys for system, code, _ in self.terminology.codes(key)
-            )
-        return cache[keys]
-
     def rule(self, rule_id: str) -> RuleSettings:
         return self.rules[rule_id]
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of, status_code
+from cds_hooks.fhir import status
+from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of
 
 RULE_ID = "BAC-ALLERGY"
 NEEDS = ("allergies",)
@@ -22,13 +23,9 @@ TRIGGERS = ("drug/baclofen",)
 def evaluate(ctx) -> Iterator[Finding]:
     allergen = set(ctx.settings.keys("allergen"))
     terminology = ctx.knowledge.terminology
-    excluded = ctx.knowledge.data_setting("excluded_verification_statuses")
-    inactive = ctx.knowledge.data_setting("inactive_allergy_statuses")
     allergies = []
     for allergy in ctx.record.allergies:
-        if status_code(allergy, "clinicalStatus") in inactive:
-            continue
-        if status_code(allergy, "verificationStatus") in excluded:
+        if not status.allergy_present(allergy):
             continue
         code = allergy.get("code")
         keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     as_list,
@@ -69,7 +70,6 @@ def _latest_positive(ctx) -> str | None:
     (status_key,) = settings.keys("status_observation")
     (test_key,) = settings.keys("test_observation")
     terminology = ctx.knowledge.terminology
-    usable = ctx.knowledge.data_setting("usable_observation_statuses")
     oldest = ctx.now - timedelta(days=float(settings.value("observation_max_age_days")))
     pregnant = _lower(settings.value("pregnant_answers"))
     positive = _lower(settings.value("positive_answers"))
@@ -77,7 +77,7 @@ def _latest_positive(ctx) -> str | None:
     latest: tuple[tuple[datetime, bool], str] | None = None
     for obs in ctx.record.observations:
         when = effective_time(obs)
-        if text(obs.get("status")) not in usable or when is None or when < oldest:
+        if not status.observation_usable(obs) or when is None or when < oldest:
             continue
         code = obs.get("code")
         if terminology.in_valueset(code, status_key):

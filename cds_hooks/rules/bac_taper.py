@@ -27,6 +27,7 @@ from typing import Any
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose
+from cds_hooks.fhir import status
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.common import known_doses, order_dose
 
@@ -38,15 +39,12 @@ TRIGGERS = (BACLOFEN, "drug/tizanidine")
 
 def evaluate(ctx) -> Iterator[Finding]:
     # What the patient takes now: active record orders (an order on hold is not being taken).
-    before = {o.ref: o for o in ctx.record.history if o.has(BACLOFEN) and o.status == "active"}
+    before = {
+        o.ref: o for o in ctx.record.history if o.has(BACLOFEN) and status.order_taken(o.status)
+    }
     if not before:
         return
-    stopping = set(ctx.knowledge.data_setting("stopping_statuses"))
-    stops = {
-        o.ref: o
-        for o in ctx.record.drafts
-        if o.ref in before and _stops(o, before[o.ref], stopping)
-    }
+    stops = {o.ref: o for o in ctx.record.drafts if o.ref in before and _stops(o, before[o.ref])}
     after = [
         o for o in ctx.current if o.has(BACLOFEN) and o.ref not in stops and o.status != "on-hold"
     ]
@@ -59,9 +57,11 @@ def evaluate(ctx) -> Iterator[Finding]:
         yield from _switch(ctx, before, stops)
 
 
-def _stops(draft: MedOrder, current: MedOrder, stopping: set[str]) -> bool:
+def _stops(draft: MedOrder, current: MedOrder) -> bool:
     """A draft stops the order: stopped/cancelled, or an active order put on hold."""
-    return draft.status in stopping or (draft.status == "on-hold" and current.status == "active")
+    return status.order_stopping(draft.status) or (
+        draft.status == "on-hold" and status.order_taken(current.status)
+    )
 
 
 def _changes(
@@ -258,9 +258,11 @@ def _line(sequence: int, per_dose: float, times: float, days: int) -> dict[str, 
     }
 
 
-def _as_order(template: Mapping[str, Any], draft: MedOrder, status: str | None) -> dict[str, Any]:
+def _as_order(
+    template: Mapping[str, Any], draft: MedOrder, order_status: str | None
+) -> dict[str, Any]:
     """A copy of the order under the draft's id, in the given status."""
     resource = {k: v for k, v in template.items() if k not in ("meta", "text", "statusReason")}
     resource["id"] = draft.resource.get("id", resource.get("id"))
-    resource["status"] = status or "draft"
+    resource["status"] = order_status or "draft"
     return resource

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Iterable
 
 from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
-from cds_hooks.clinical.renal import RenalCodes, RenalFunction, renal_function
+from cds_hooks.clinical.renal import RenalFunction, renal_function
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import codings
-from cds_hooks.knowledge import Knowledge
 from cds_hooks.record import MedOrder
 
 log = logging.getLogger(__name__)
@@ -39,32 +39,18 @@ def known_doses(orders: Iterable[MedOrder]) -> tuple[list[tuple[MedOrder, Dose]]
     return known, unknown
 
 
-def renal_codes(knowledge: Knowledge) -> RenalCodes:
-    return RenalCodes(
-        crcl=knowledge.code_set("observation/creatinine-clearance"),
-        egfr=knowledge.code_set("observation/egfr"),
-        creatinine=knowledge.code_set("observation/serum-creatinine"),
-        weight=knowledge.code_set("observation/body-weight"),
-        ckd_severe=knowledge.code_set("condition/ckd-severe"),
-        dialysis=knowledge.code_set("condition/dialysis"),
-    )
-
-
 def kidney_function(ctx) -> RenalFunction | None:
-    """The patient's latest kidney function, by the look-backs and status lists in common.json."""
+    """The patient's latest kidney function, by the look-backs in common.json."""
     knowledge = ctx.knowledge
     return renal_function(
         ctx.record.observations,
         [c.resource for c in ctx.record.conditions],
         ctx.record.patient,
-        renal_codes(knowledge),
+        knowledge.terminology,
         ctx.now,
         lookback_days=int(knowledge.data_setting("renal_lookback_days")),
         cockcroft_gault_max_age_days=int(knowledge.data_setting("cockcroft_gault_max_age_days")),
         cockcroft_gault_min_age_years=int(knowledge.data_setting("cockcroft_gault_min_age_years")),
-        usable_observation_statuses=knowledge.data_setting("usable_observation_statuses"),
-        active_condition_statuses=knowledge.data_setting("active_condition_statuses"),
-        excluded_verification_statuses=knowledge.data_setting("excluded_verification_statuses"),
     )
 
 
@@ -79,6 +65,6 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
         o
         for o in ctx.record.history
         if o.has(*keys)
-        and o.status != "entered-in-error"
+        and status.order_on_record(o.status)
         and not (o.ref in targets and o.status == "draft")
     ]

@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
     codings,
@@ -47,7 +48,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
-from cds_hooks.terminology import normalize_code, normalize_system, system_name
+from cds_hooks.terminology import system_name
 
 log = logging.getLogger(__name__)
 
@@ -212,37 +213,34 @@ def _spinal_abnormality(order, ctx) -> Found:
 
 def _is_new_therapy(order, ctx) -> bool:
     """A draft that starts or continues ITB; a stop or cancel is not an insertion."""
-    return order.status is None or order.status in ctx.knowledge.data_setting(
-        "current_medication_statuses"
-    )
+    return order.current
 
 
 def _pump(ctx) -> bool:
     """Another intrathecal baclofen order is running on record: a pump is already in place.
 
-    Running = a current status (common.json) other than "draft" (active, on-hold): a draft is not
-    a pump in place, and EHRs echo the session's own drafts in their search results, so a record
-    order with the id of any draft in this session does not count either.
+    Running = active or on-hold (`fhir.status.order_running`): a draft is not a pump in place,
+    and EHRs echo the session's own drafts in their search results, so a record order with the id
+    of any draft in this session does not count either.
     """
-    running = set(ctx.knowledge.data_setting("current_medication_statuses")) - {"draft"}
     drafts = {o.ref for o in ctx.record.drafts}
     return any(
-        o.intrathecal and o.has(BACLOFEN) and o.status in running and o.ref not in drafts
+        o.intrathecal and o.has(BACLOFEN) and status.order_running(o.status) and o.ref not in drafts
         for o in ctx.record.history
     )
 
 
 def _latest(ctx, name: str) -> Mapping | None:
     """The most recent usable Observation in the rule's value set `name`, within the look-back."""
-    codes = ctx.knowledge.code_set(*ctx.settings.keys(name))
-    usable = set(ctx.knowledge.data_setting("usable_observation_statuses"))
+    keys = ctx.settings.keys(name)
+    terminology = ctx.knowledge.terminology
     lookback = int(ctx.knowledge.data_setting("lab_lookback_days"))
     now = ctx.now if ctx.now.tzinfo else ctx.now.replace(tzinfo=UTC)
     best: tuple[datetime, Mapping] | None = None
     for obs in ctx.record.observations:
-        if not _coded_in(obs.get("code"), codes):
+        if not terminology.in_valueset(obs.get("code"), *keys):
             continue
-        if text(obs.get("status")) not in usable:
+        if not status.observation_usable(obs):
             continue
         moment = effective_time(obs)
         if moment is None or moment > now + FUTURE_TOLERANCE:
@@ -255,16 +253,6 @@ def _latest(ctx, name: str) -> Mapping | None:
         if best is None or moment > best[0]:
             best = (moment, obs)
     return best[1] if best else None
-
-
-def _coded_in(concept, codes: frozenset[tuple[str, str]]) -> bool:
-    """A coding of `concept` is in `codes`; read with the tolerant readers, aliases normalised."""
-    for system, code, _display in codings(concept):
-        if system and code:
-            canonical = normalize_system(system)
-            if (canonical, normalize_code(canonical, code)) in codes:
-                return True
-    return False
 
 
 def _inr_above(obs: Mapping, limit: float) -> str | None:

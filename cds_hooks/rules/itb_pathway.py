@@ -51,9 +51,8 @@ MG_SCALE_UNITS: Mapping[str, float] = {u: f for u, f in MASS_MG.items() if f >= 
 
 
 def evaluate(ctx) -> Iterator[Finding]:
-    statuses = set(ctx.knowledge.data_setting("current_medication_statuses"))
     for order in ctx.targets(BACLOFEN):
-        if not order.intrathecal or (order.status is not None and order.status not in statuses):
+        if not order.intrathecal or not order.current:
             continue
         facts = {"order": order.label(), "drug": order.name}
         unit_error = _unit_error(order, ctx)

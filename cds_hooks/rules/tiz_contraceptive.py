@@ -82,11 +82,11 @@ def _oral(order, words: tuple[str, ...], oral_routes: tuple[str, ...], terminolo
     if any(word in name.lower() for name in names for word in words):
         return False
     # Route systems the oral value sets use (SNOMED CT, EDQM): a local code says nothing here.
-    systems = {row[0] for key in oral_routes for row in terminology.codes(key)}
+    systems = terminology.systems(*oral_routes)
     for dosage in as_list(order.resource.get("dosageInstruction")):
         route = as_dict(as_dict(dosage).get("route"))
         known = [c for s, c, _d in codings(route) if c and normalize_system(s) in systems]
-        if known and not any(terminology.in_valueset(route, key) for key in oral_routes):
+        if known and not terminology.in_valueset(route, *oral_routes):
             return False
         if any(word in (concept_text(route) or "").lower() for word in words):
             return False

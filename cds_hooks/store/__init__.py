@@ -1,6 +1,6 @@
 """Durable storage behind the service: hook-call audit, feedback, repeat suppression, jti replay.
 
-`open_store(config)` builds the one Store of a process (docs/storage.md): one SQLAlchemy engine,
+`open_store(settings)` builds the one Store of a process (docs/storage.md): one SQLAlchemy engine,
 migrated at start, shared by every request thread.
 """
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 
+from cds_hooks.config import boolean, integer, number, path, setting, text
 from cds_hooks.record import MedOrder
 from cds_hooks.store import feedback as feedback_store
 from cds_hooks.store.audit import CallAudit, PatientIds, write_call
@@ -23,7 +25,56 @@ from cds_hooks.store.replay import ReplayStore
 from cds_hooks.store.reports import Report, rule_report
 from cds_hooks.store.suppression import Candidate, SuppressionSettings, decide, fingerprint
 
-__all__ = ["CallAudit", "Candidate", "Store", "SuppressionSettings", "open_store"]
+__all__ = ["CallAudit", "Candidate", "Store", "StoreSettings", "SuppressionSettings", "open_store"]
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    data_dir: str = setting(
+        "var", path(), "Folder for the SQLite database (and nothing else) when no DATABASE_URL."
+    )
+    database_url: str = setting(
+        "",
+        text(),
+        "SQLAlchemy URL of a shared database (`postgresql+psycopg://...`); empty: SQLite.",
+        secret=True,
+    )
+    sqlite_synchronous: str = setting(
+        "FULL",
+        text(("FULL", "NORMAL", "EXTRA"), upper=True),
+        "SQLite durability: FULL fsyncs every commit before the answer goes out.",
+    )
+    sqlite_busy_timeout_ms: int = setting(
+        5000, integer(min=0, max=600_000), "How long a SQLite writer waits for the lock."
+    )
+    audit_patient_id: str = setting(
+        "plain",
+        text(("plain", "hash")),
+        "Patient id in the audit: `plain`, or `hash` (HMAC-SHA256 under AUDIT_PATIENT_KEY).",
+    )
+    audit_patient_key: str = setting(
+        "", text(), "Secret key for `AUDIT_PATIENT_ID=hash`.", secret=True
+    )
+    feedback_keep_comments: bool = setting(
+        True,
+        boolean(),
+        "Keep feedback userComment text (clinician free text); false stores only that one was "
+        "given.",
+    )
+    suppress_select_sign: bool = setting(
+        True,
+        boolean(),
+        "order-sign does not repeat a non-critical card that order-select showed for the same "
+        "unchanged order within SELECT_SIGN_WINDOW_MINUTES.",
+    )
+    select_sign_window_minutes: float = setting(
+        240, number(min=0), "Window of the order-select -> order-sign repeat suppression."
+    )
+    suppress_overridden_hours: float = setting(
+        24,
+        number(min=0),
+        "A card overridden with a reason stays quiet this long for the same order (0: off).",
+    )
 
 
 class Store:
@@ -96,31 +147,20 @@ def _fork_safe(engine: Engine) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
-def open_store(config: Mapping[str, Any]) -> Store:
-    """The Store for an app's configuration (keys in app.DEFAULTS, documented in storage.md)."""
+def open_store(settings: StoreSettings) -> Store:
+    """The Store for an app's settings (documented in docs/storage.md)."""
     engine = make_engine(
-        database_url(config),
-        synchronous=str(config.get("SQLITE_SYNCHRONOUS", "FULL")),
-        busy_timeout_ms=int(config.get("SQLITE_BUSY_TIMEOUT_MS", 5000)),
+        database_url(settings),
+        synchronous=settings.sqlite_synchronous,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
     return Store(
         engine,
-        patients=PatientIds(
-            str(config.get("AUDIT_PATIENT_ID", "plain")), str(config.get("AUDIT_PATIENT_KEY", ""))
-        ),
+        patients=PatientIds(settings.audit_patient_id, settings.audit_patient_key),
         suppression=SuppressionSettings(
-            select_sign=_flag(config.get("SUPPRESS_SELECT_SIGN", True)),
-            select_sign_window=timedelta(
-                minutes=float(config.get("SELECT_SIGN_WINDOW_MINUTES", 240))
-            ),
-            overridden_window=timedelta(hours=float(config.get("SUPPRESS_OVERRIDDEN_HOURS", 24))),
+            select_sign=settings.suppress_select_sign,
+            select_sign_window=timedelta(minutes=settings.select_sign_window_minutes),
+            overridden_window=timedelta(hours=settings.suppress_overridden_hours),
         ),
-        keep_comments=_flag(config.get("FEEDBACK_KEEP_COMMENTS", True)),
+        keep_comments=settings.feedback_keep_comments,
     )
-
-
-def _flag(value: Any) -> bool:
-    # From CDS_* variables a flag may arrive as the string "false" when not parsed as JSON.
-    if isinstance(value, str):
-        return value.strip().lower() not in {"", "0", "false", "no", "off"}
-    return bool(value)

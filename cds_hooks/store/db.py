@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -44,6 +44,9 @@ except ImportError:  # not on Windows: threads still queue, processes fall back 
     fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from cds_hooks.store import StoreSettings
 
 
 class UtcDateTime(TypeDecorator):
@@ -152,11 +155,11 @@ MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
 LATEST = MIGRATIONS[-1][0]
 
 
-def database_url(config: Any) -> str:
+def database_url(settings: StoreSettings) -> str:
     """DATABASE_URL if set, else a SQLite file under DATA_DIR."""
-    if url := str(config.get("DATABASE_URL") or ""):
+    if url := settings.database_url:
         return url
-    data_dir = Path(str(config.get("DATA_DIR") or "var"))
+    data_dir = Path(settings.data_dir or "var")
     data_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(data_dir / 'cds-hooks.sqlite').resolve()}"
 

@@ -1,0 +1,85 @@
+"""The engine and the card edge: a crashing rule, an invalid suggestion, unavailable data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cds_hooks import suggestions
+from cds_hooks.cards import Finding, card_for
+from cds_hooks.engine import evaluate
+from cds_hooks.record import build_record
+from cds_hooks.rules import RULES, Rule
+from cds_hooks.services import BY_ID
+from tests.factories import hook_request, med_request
+
+NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
+
+
+def record_for(knowledge, unavailable=None):
+    body = hook_request([med_request("d1")], hook="order-sign")
+    resources = {k: [] for k in body["prefetch"]}
+    return build_record(
+        BY_ID["antispasticity-order-sign"],
+        body["context"],
+        resources,
+        {},
+        unavailable or {},
+        knowledge,
+    )
+
+
+def crashing(ctx):
+    raise ZeroDivisionError("a bug in the rule")
+
+
+def test_a_crashing_rule_gets_its_own_wording(knowledge, caplog):
+    rules = [Rule("BAC-DOSE", ("medications",), ("drug/baclofen",), crashing)]
+    result = evaluate(record_for(knowledge), knowledge, NOW, rules)
+    assert result.failed == ["BAC-DOSE"] and result.skipped == {}
+    (card,) = result.cards(knowledge)
+    assert card["indicator"] == "info"
+    assert card["source"]["topic"]["code"] == "CHECK-FAILED"
+    assert "this check failed; please report" in card["detail"]
+    assert "unavailable" not in card["summary"] + card["detail"]
+    assert "rule BAC-DOSE failed" in caplog.text
+
+
+def test_unavailable_data_keeps_the_data_wording(knowledge):
+    record = record_for(knowledge, {"medications": "medications: FHIR server timed out"})
+    rules = [r for r in RULES if r.id == "BAC-DOSE"]
+    result = evaluate(record, knowledge, NOW, rules)
+    (card,) = result.cards(knowledge)
+    assert card["source"]["topic"]["code"] == "DATA-UNAVAILABLE"
+    assert "patient data was unavailable" in card["summary"]
+    assert "FHIR server timed out" in card["detail"]
+    assert "please report" not in card["detail"]
+
+
+def test_the_card_edge_drops_only_the_invalid_suggestion(knowledge, caplog):
+    record = record_for(knowledge)
+    order = record.drafts[0]
+    bad = suggestions.replace(
+        order, {**order.resource, "authoredOn": "2026-02-30"}, "Replace it", "taper"
+    )
+    finding = Finding(
+        "BAC-TAPER",
+        "stop_itb",
+        order.ref,
+        {"order": order.label()},
+        (),
+        (bad, suggestions.cancel(order)),
+    )
+    card = card_for(finding, knowledge)
+    assert card["indicator"] == "critical"  # the finding's indicator, whatever the suggestions
+    assert [s["actions"][0]["type"] for s in card["suggestions"]] == ["delete"]
+    assert "suggestion 'taper' dropped" in caplog.text
+
+
+def test_a_valid_suggestion_leaves_validated(knowledge):
+    record = record_for(knowledge)
+    order = record.drafts[0]
+    good = suggestions.replace(order, dict(order.resource), "Replace it", "taper")
+    finding = Finding("BAC-TAPER", "stop_itb", order.ref, {}, (), (good,))
+    (suggestion,) = card_for(finding, knowledge)["suggestions"]
+    resource = suggestion["actions"][0]["resource"]
+    assert resource["resourceType"] == "MedicationRequest" and resource["id"] == "d1"

@@ -1,0 +1,148 @@
+"""The one settings object: strict parsers, one-line refusals, and the README table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cds_hooks import create_app
+from cds_hooks.config import SettingsError
+from cds_hooks.settings import fields, load
+from tools import settings_table
+
+ROOT = Path(__file__).resolve().parent.parent
+OFF_WORDS = ["false", "FALSE", "False", "0", "no", "No", "off", "OFF", " off "]
+ON_WORDS = ["true", "TRUE", "1", "yes", "on", "On"]
+BOOLEANS = [
+    ("PREVIEW", lambda s: s.preview.preview),
+    ("ALLOW_HTTP_FHIR", lambda s: s.fhir.allow_http_fhir),
+    ("METRICS", lambda s: s.observability.metrics),
+    ("ALLOW_UNAUTHENTICATED", lambda s: s.app.allow_unauthenticated),
+    ("SUPPRESS_SELECT_SIGN", lambda s: s.store.suppress_select_sign),
+    ("FEEDBACK_KEEP_COMMENTS", lambda s: s.store.feedback_keep_comments),
+]
+
+
+@pytest.mark.parametrize("word", OFF_WORDS)
+@pytest.mark.parametrize(("name", "read"), BOOLEANS)
+def test_every_off_word_switches_off(name, read, word):
+    assert read(load(environ={f"CDS_{name}": word})) is False
+    assert read(load({name: word}, environ={})) is False
+
+
+@pytest.mark.parametrize("word", ON_WORDS)
+@pytest.mark.parametrize(("name", "read"), BOOLEANS)
+def test_every_on_word_switches_on(name, read, word):
+    assert read(load(environ={f"CDS_{name}": word})) is True
+
+
+@pytest.mark.parametrize("word", ["", "maybe", "disabled", "2", "nein", "tru"])
+def test_an_unknown_word_refuses_to_start_naming_the_variable(word):
+    with pytest.raises(SettingsError) as raised:
+        load(environ={"CDS_PREVIEW": word})
+    message = str(raised.value)
+    assert message.startswith("CDS_PREVIEW: got ")
+    assert "true/false, 1/0, yes/no or on/off" in message
+    assert "\n" not in message
+
+
+def test_preview_no_leaves_the_preview_off(tmp_path, monkeypatch):
+    """Regression: CDS_PREVIEW=no once turned the unauthenticated preview on."""
+    monkeypatch.setenv("CDS_PREVIEW", "no")
+    client = create_app({"DATA_DIR": str(tmp_path)}).test_client()
+    assert client.get("/preview").status_code == 404
+    monkeypatch.setenv("CDS_PREVIEW", "yes")
+    assert create_app({"DATA_DIR": str(tmp_path)}).test_client().get("/preview").status_code == 200
+
+
+def test_metrics_off_means_no_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("CDS_METRICS", "off")
+    assert create_app({"DATA_DIR": str(tmp_path)}).test_client().get("/metrics").status_code == 404
+
+
+def test_http_fhir_no_keeps_clear_text_refused():
+    assert load(environ={"CDS_ALLOW_HTTP_FHIR": "no"}).fhir.allow_http_fhir is False
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("DEADLINE_SECONDS", "0", "above 0"),
+        ("DEADLINE_SECONDS", "-1", "above 0"),
+        ("DEADLINE_SECONDS", "abc", "a number"),
+        ("DEADLINE_SECONDS", "nan", "a number"),
+        ("FHIR_MAX_PAGES", "0", "from 1"),
+        ("FHIR_WORKERS", "2.5", "a whole number"),
+        ("LOG_FORMAT", "yaml", "one of json, text, none"),
+        ("SQLITE_SYNCHRONOUS", "OFF", "one of FULL, NORMAL, EXTRA"),
+        ("NOW", "yesterday", "ISO 8601"),
+        ("PUBLIC_BASE_URL", "cds.example.org", "absolute"),
+    ],
+)
+def test_bad_values_are_refused_in_one_line(name, value, expected):
+    with pytest.raises(SettingsError) as raised:
+        load(environ={f"CDS_{name}": value})
+    message = str(raised.value)
+    assert message.startswith(f"CDS_{name}: got {value!r}")
+    assert expected in message and "\n" not in message
+
+
+def test_a_secret_is_not_echoed_when_refused_nor_in_repr():
+    settings = load(environ={"CDS_AUDIT_PATIENT_KEY": "s3cret-key"})
+    assert "s3cret-key" not in repr(settings)
+
+
+def test_numbers_are_typed_once():
+    settings = load(environ={"CDS_DEADLINE_SECONDS": "1.5", "CDS_FHIR_MAX_PAGES": "3"})
+    assert settings.fhir.deadline_seconds == 1.5 and settings.fhir.fhir_max_pages == 3
+
+
+def test_mapping_wins_over_environment_and_unknown_keys_are_refused():
+    assert (
+        load({"DEADLINE_SECONDS": 4}, environ={"CDS_DEADLINE_SECONDS": "1"}).fhir.deadline_seconds
+        == 4
+    )
+    with pytest.raises(SettingsError, match="unknown setting DEADLINE_SECOND"):
+        load({"DEADLINE_SECOND": 4}, environ={})
+
+
+def test_settings_are_frozen():
+    settings = load(environ={})
+    with pytest.raises(AttributeError):
+        settings.fhir.deadline_seconds = 9  # type: ignore[misc]
+
+
+def test_field_names_are_unique_across_sections():
+    names = [field.name for _section, field in fields()]
+    assert len(names) == len(set(names))
+
+
+def test_every_field_has_help_text():
+    for _section, field in fields():
+        assert len(field.metadata["help"]) > 10, field.name
+
+
+def test_readme_configuration_table_lists_every_setting():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert settings_table.render(readme) == readme, "run: python -m tools.settings_table --write"
+    for _section, field in fields():
+        assert f"| `CDS_{field.name.upper()}` |" in readme
+
+
+def test_cli_reports_a_bad_setting_in_one_line_without_traceback(tmp_path):
+    env = {"CDS_DEADLINE_SECONDS": "abc", "CDS_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    fixture = next((ROOT / "fhir_fixtures").glob("*/request.json"))
+    done = subprocess.run(
+        [sys.executable, "-m", "cds_hooks.cli", "evaluate", str(fixture)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "CDS_DEADLINE_SECONDS: got 'abc'" in done.stderr
