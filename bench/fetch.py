@@ -24,7 +24,7 @@ def run(size: int, delay: float, iterations: int, log: Callable[[str], None]) ->
     from cds_hooks.fhir.client import FhirClient
 
     with FhirServer(size, delay) as base, tempfile.TemporaryDirectory() as data_dir:
-        app = make_app(data_dir, ALLOW_HTTP_FHIR=True)
+        app = make_app(data_dir, ALLOW_HTTP_FHIR=True, FHIR_ALLOW_PRIVATE=True)
         call = service_call(app)
         runtime = app.extensions["cds_hooks"]
         body = fixtures.request(None, fhir_server=base)

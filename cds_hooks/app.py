@@ -7,7 +7,6 @@ environment variables, then the mapping given to `create_app`. A bad value stops
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_hooks import auth, observability, openapi, preview, protocol
+from cds_hooks import auth, observability, openapi, outbound, preview, protocol
 from cds_hooks import settings as settings_module
 from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cds_hooks.feedback import blueprint as feedback_blueprint
@@ -44,14 +43,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings=settings,
         knowledge=knowledge,
         templates=prefetch_templates(knowledge),
-        session=_session(),
+        session=_session(settings),
         executor=ThreadPoolExecutor(settings.fhir.fhir_workers, "fhir"),
         clock=_clock(settings.app.now),
         store=open_store(settings.store),
     )
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store
-    shared.verifier = auth.build_verifier(settings, shared.store.replay)
+    shared.verifier = auth.build_verifier(settings, shared.store.replay, shared.session)
     app.before_request(auth.require_client_jwt)
     _register_errors(app)
     _register_views(app)
@@ -73,13 +72,14 @@ def _features(app: Flask) -> list[Blueprint]:
     return features
 
 
-def _session() -> requests.Session:
-    session = requests.Session()
-    # Never let ~/.netrc or proxy variables replace the EHR's bearer token or reroute it.
-    session.trust_env = False
-    # Shared by every user's calls: a cookie one EHR call sets must not ride on the next one.
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
+def _session(settings: settings_module.Settings) -> requests.Session:
+    """The one outbound session (FHIR and JWKS): destination policy, CA bundle, proxy."""
+    fhir = settings.fhir
+    return outbound.session(
+        outbound.Destinations(allow_private=fhir.fhir_allow_private),
+        ca_bundle=fhir.ca_bundle,
+        https_proxy=fhir.https_proxy,
+    )
 
 
 def runtime() -> Runtime:

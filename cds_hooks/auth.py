@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 import jwt
 import requests
 from flask import Response, current_app, jsonify, request
 from jwt.api_jws import PyJWS
 
+from cds_hooks import outbound
 from cds_hooks.config import integer, items, number, raw, setting
 from cds_hooks.errors import Unauthorized
 
@@ -218,8 +218,11 @@ def _issuer(iss: str, entry: Any, base: Path) -> Issuer:
 
 
 def _require_https(url: Any, where: str) -> None:
-    if not isinstance(url, str) or urlsplit(url).scheme != "https" or not urlsplit(url).hostname:
-        raise ValueError(f"{where}: {url!r} is not an https URL")
+    try:  # read as the HTTP library will connect to it (no user info, backslash, ...)
+        outbound.parse(url, schemes=("https",))
+    except outbound.UnsafeURL as error:
+        message = f"{where}: {str(url)[:200]!r} is not a usable https URL: {error}"
+        raise ValueError(message) from None
 
 
 def _static_keys(document: Any, where: str) -> dict[str, dict]:
@@ -333,7 +336,7 @@ class JwksCache:
                 stream=True,
                 headers={"Accept": "application/json"},
             )
-        except requests.RequestException as error:
+        except (requests.RequestException, outbound.DestinationRefused) as error:
             raise AuthError(f"JWKS fetch from {url[:200]} failed: {type(error).__name__}") from None
         try:
             if response.status_code != 200:
@@ -541,8 +544,16 @@ def _short(value: Any) -> str:
 # ---- wiring -----------------------------------------------------------------------------------
 
 
-def build_verifier(settings: Settings, replay: ReplayStore | None = None) -> Verifier | None:
-    """The app's verifier, or None when no issuer is configured (authentication off)."""
+def build_verifier(
+    settings: Settings,
+    replay: ReplayStore | None = None,
+    session: requests.Session | None = None,
+) -> Verifier | None:
+    """The app's verifier, or None when no issuer is configured (authentication off).
+
+    `session` is the app's outbound session (cds_hooks.outbound: the same URL and destination
+    policy as FHIR requests); a policy session with the defaults is made without one.
+    """
     config = settings.auth
     issuers = load_issuers(config.auth_issuers)
     algorithms = accepted_algorithms(config.auth_algorithms)
@@ -552,8 +563,8 @@ def build_verifier(settings: Settings, replay: ReplayStore | None = None) -> Ver
             "(`cds-hooks serve` then binds only a loopback address)"
         )
         return None
-    session = requests.Session()
-    session.trust_env = False  # no proxy or netrc rewriting where keys come from
+    if session is None:
+        session = outbound.session(outbound.Destinations())
     jwks = JwksCache(
         session,
         timeout=config.auth_jwks_timeout_seconds,

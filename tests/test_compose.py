@@ -108,6 +108,7 @@ def test_service_runs_the_image_serve_command_and_opts_out_of_auth_explicitly():
     assert "sandbox" in text[max(0, flag_line - 400) : flag_line]  # the comment saying why
     env = cds["environment"]
     assert env["CDS_ALLOW_HTTP_FHIR"] == "true"
+    assert env["CDS_FHIR_ALLOW_PRIVATE"] == "true"  # HAPI is on the compose network
     assert env["CDS_PREVIEW"] == "true"
     assert any(v.endswith(":/var/lib/cds-hooks") for v in cds["volumes"])
     assert cds["healthcheck"]["test"][0] == "CMD"
@@ -132,6 +133,14 @@ def test_hapi_has_a_health_check_it_can_run_and_the_loader_waits_for_it():
     args = parse_cli(loader["command"])
     assert args.command == "load-fixtures"
     assert args.fhir == "http://hapi:8080/fhir"  # the hapi service on the compose network
+
+
+def test_ports_are_published_on_loopback_only():
+    """Nothing in the sandbox authenticates: no port may be reachable from the network."""
+    published = [p for service in SERVICES.values() for p in service.get("ports", [])]
+    assert published
+    for port in published:
+        assert str(port).startswith("127.0.0.1:"), port
 
 
 def test_every_long_running_service_has_a_health_check():

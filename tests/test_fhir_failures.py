@@ -171,6 +171,7 @@ def client(knowledge, tmp_path_factory):
             "DEADLINE_SECONDS": DEADLINE,
             "FHIR_TIMEOUT_SECONDS": 0.8,
             "ALLOW_HTTP_FHIR": True,  # the fake server speaks plain http on loopback
+            "FHIR_ALLOW_PRIVATE": True,  # ... and loopback is refused unless allowed
             "METRICS": False,
         }
     )

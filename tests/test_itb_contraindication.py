@@ -171,16 +171,17 @@ def test_inr_threshold(call, value, comparator, expected):
 @pytest.mark.parametrize(
     ("value", "unit", "expected"),
     [
-        (50, "10*3/uL", []),
-        (49.9, "10*3/uL", ["critical"]),
-        (50, "10*9/L", []),
-        (49, "10*9/L", ["critical"]),
-        (49, "10^9/L", ["critical"]),
-        (49, "K/uL", ["critical"]),
-        (49, "x10E3/uL", ["critical"]),
-        (50000, "/uL", []),
-        (49900, "/uL", ["critical"]),
-        (49000, "/mm3", ["critical"]),
+        (100, "10*3/uL", []),  # the local default for a high-risk neuraxial procedure
+        (99.9, "10*3/uL", ["critical"]),
+        (100, "10*9/L", []),
+        (99, "10*9/L", ["critical"]),
+        (50, "10*9/L", ["critical"]),  # the old default 50 was lenient
+        (99, "10^9/L", ["critical"]),
+        (99, "K/uL", ["critical"]),
+        (99, "x10E3/uL", ["critical"]),
+        (100000, "/uL", []),
+        (99900, "/uL", ["critical"]),
+        (99000, "/mm3", ["critical"]),
         (12, "%", []),  # not a count: never a guess
         (12, None, []),  # no unit: never a guess
     ],
@@ -244,7 +245,7 @@ def test_coagulopathy_condition_and_labs_make_one_card_with_all_evidence(call):
     detail = cards[0]["detail"]
     assert "Condition: Von Willebrand disease (ICD-10-CM D68.0" in detail
     assert "INR 1.6 > 1.5" in detail
-    assert "platelets 40 x10^9/L < 50" in detail
+    assert "platelets 40 x10^9/L < 100" in detail
     assert (
         "Observation: INR in Platelet poor plasma by Coagulation assay (LOINC 6301-6) = 1.6 {INR}, "
         "2026-11-17, status final" in detail
@@ -313,16 +314,28 @@ def test_warfarin_with_high_inr_gives_two_cards_naming_their_evidence(call):
             "description": "Remove the draft order MedicationRequest/itb",
             "resourceId": "MedicationRequest/itb",
         }
-        assert "doi.org/10.1097/AAP.0000000000000683" in card["detail"]
+        assert "doi.org/10.1097/AAP.0000000000000700" in card["detail"]
 
 
 @pytest.mark.parametrize(("include", "expected"), [(False, []), (True, ["critical"])])
-def test_p2y12_antiplatelet_counts_only_with_the_setting(call_with, include, expected):
+def test_p2y12_antiplatelet_counts_unless_switched_off(call_with, include, expected):
     clopidogrel = med_request("clop", CLOPIDOGREL, dose_mg=75, per_day=1, status="active")
     cards = call_with(body(medications=[clopidogrel]), include_p2y12_antiplatelets=include)
     assert [c["indicator"] for c in cards] == expected
     if cards:
-        assert "antiplatelet clopidogrel" in cards[0]["summary"]
+        assert "P2Y12 antiplatelet clopidogrel" in cards[0]["summary"]
+        assert "stopped beforehand" in cards[0]["detail"]
+        assert "Anticoagulant therapy precludes" not in cards[0]["detail"]
+
+
+def test_p2y12_antiplatelet_counts_by_default(call):
+    clopidogrel = med_request("clop", CLOPIDOGREL, dose_mg=75, per_day=1, status="active")
+    cards = [
+        c
+        for c in call(body(medications=[clopidogrel]))[1]["cards"]
+        if c["source"]["topic"]["code"] == RULE
+    ]
+    assert [c["indicator"] for c in cards] == ["critical"]
 
 
 # --- infection --------------------------------------------------------------------------------
@@ -449,7 +462,7 @@ def test_every_category_at_once_gives_one_card_each_in_order(call):
     cards = itb_cards(call, request)
     assert [c["indicator"] for c in cards] == ["critical", "critical", "critical", "warning"]
     assert "anticoagulant" in cards[0]["summary"]
-    assert "bleeding risk (platelets 30 x10^9/L < 50)" in cards[1]["summary"]
+    assert "bleeding risk (platelets 30 x10^9/L < 100)" in cards[1]["summary"]
     assert "Sepsis" in cards[2]["summary"]
     assert "spina bifida" in cards[3]["summary"]
 

@@ -29,10 +29,20 @@ RULE = "ITB-PATHWAY"
 
 
 def itb_order(
-    rid: str = "itb", *, value: float = 50, unit: str = "ug", **extra: Any
+    rid: str = "itb",
+    *,
+    value: float = 50,
+    unit: str = "ug",
+    per_day: int | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """An intrathecal baclofen order with one dose Quantity (default: a 50 mcg bolus)."""
-    order = med_request(rid, BACLOFEN_IT, dose_mg=1, per_day=1, route="intrathecal", **extra)
+    """An intrathecal baclofen order with one dose Quantity (default: a 50 mcg bolus, given once;
+    with `per_day`, a scheduled daily dose)."""
+    order = med_request(
+        rid, BACLOFEN_IT, dose_mg=1, per_day=per_day or 1, route="intrathecal", **extra
+    )
+    if per_day is None:
+        order["dosageInstruction"][0]["timing"] = {"repeat": {"count": 1}}
     order["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {
         "value": value,
         "unit": {"ug": "mcg"}.get(unit, unit),
@@ -152,16 +162,54 @@ def test_intrathecal_dose_unit_error(call, value, unit, expected):
     assert indicators(cards) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "unit", "per_day", "expected"),
+    [
+        (0.9, "mg", 1, []),
+        (1, "mg", 1, ["warning"]),  # 1 mg/day: a high pump dose, or mg for mcg: confirm
+        (1.199, "mg", 1, ["warning"]),  # the top of the labelled range, written in mg
+        (0.6, "mg", 3, ["warning"]),  # 1.8 mg/day
+        (1.999, "mg", 1, ["warning"]),
+        (2, "mg", 1, ["critical"]),
+        (50, "mg", 1, ["critical"]),
+        (1199, "ug", 1, []),  # the labelled maximum written in micrograms
+        (2500, "ug", 1, []),  # micrograms are the expected notation: never a unit error
+    ],
+)
+def test_scheduled_intrathecal_dose_is_a_daily_amount(call, value, unit, per_day, expected):
+    order = itb_order(value=value, unit=unit, per_day=per_day)
+    assert indicators(pathway(call, [order], medications=[prior("p1")])) == expected
+
+
+def test_a_bolus_given_once_with_a_frequency_is_still_a_bolus(call):
+    order = itb_order(value=1, unit="mg", per_day=1)
+    order["dosageInstruction"][0]["timing"]["repeat"]["count"] = 1
+    assert indicators(pathway(call, [order], medications=[prior("p1")])) == ["critical"]
+
+
+def test_confirm_unit_card_asks_to_confirm_and_not_to_cut(call):
+    order = itb_order(value=1.5, unit="mg", per_day=1)
+    cards = pathway(call, [order], medications=[prior("p1")])
+    assert indicators(cards) == ["warning"]
+    card = cards[0]
+    assert card["summary"] == (
+        "Intrathecal baclofen: dose 1.5 mg once a day = 1.5 mg/day; confirm the unit (mg, not mcg?)"
+    )
+    assert "1500 mcg" in card["detail"]
+    assert "Do not cut an established pump dose" in card["detail"]
+    assert card["overrideReasons"]
+
+
 def test_unit_error_card_names_the_dose_and_suggests_cancelling(call):
     order = itb_order(value=50, unit="mg")
     order["dosageInstruction"][0]["text"] = "50 mg intrathecal once"
     cards = pathway(call, [order], medications=[prior("p1")])
     assert indicators(cards) == ["critical"]
     card = cards[0]
-    assert card["summary"].startswith("Intrathecal baclofen: dose 50 mg")
+    assert card["summary"].startswith("Intrathecal baclofen: bolus 50 mg")
     assert "unit error" in card["summary"]
     assert len(card["summary"]) < 140
-    assert '- Dosage line 1: dose 50 mg ("50 mg intrathecal once")' in card["detail"]
+    assert '- Dosage line 1: bolus 50 mg ("50 mg intrathecal once")' in card["detail"]
     assert "50000 mcg" in card["detail"]
     assert card["overrideReasons"]
     assert card["suggestions"][0]["label"] == "Cancel this intrathecal baclofen order"
@@ -214,8 +262,11 @@ def qty(value: float, unit: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("rate", "expected"),
     [
-        (qty(1, "mg/d"), ["critical"]),  # 1 mg/day: at the threshold
         (qty(0.999, "mg/d"), []),
+        (qty(1, "mg/d"), ["warning"]),  # 1 mg/day: confirm the unit
+        (qty(1.199, "mg/d"), ["warning"]),  # the labelled pump maximum, written in mg
+        (qty(1.999, "mg/d"), ["warning"]),
+        (qty(2, "mg/d"), ["critical"]),  # 2 mg/day: above any labelled pump dose
         (qty(300, "mg/d"), ["critical"]),  # 300 mcg/day written as mg
         (qty(0.5, "mg/h"), ["critical"]),  # numerator under 1 mg, but 12 mg/day
         (qty(0.04, "mg/h"), []),  # 0.96 mg/day
@@ -240,6 +291,7 @@ def test_intrathecal_rate_quantity_unit_error(call, rate, expected):
         (qty(5, "mg"), {"value": 1, "unit": "day", "code": "d"}, ["critical"]),
         (qty(0.5, "mg"), {"value": 1, "unit": "hour", "code": "h"}, ["critical"]),
         (qty(0.9, "mg"), {"value": 1, "unit": "day", "code": "d"}, []),
+        (qty(1.5, "mg"), {"value": 1, "unit": "day", "code": "d"}, ["warning"]),
         (qty(20, "mg"), {"value": 30, "unit": "days", "code": "d"}, []),  # 0.67 mg/day
         (qty(500, "ug"), {"value": 1, "unit": "day", "code": "d"}, []),
         (qty(5, "mg"), {"value": 1, "unit": "fortnight"}, []),  # unknown period: no guess
@@ -262,7 +314,8 @@ def test_rate_unit_error_card_names_the_rate_and_the_daily_amount(call):
     assert indicators(cards) == ["critical"]
     card = cards[0]
     assert card["summary"] == (
-        "Intrathecal baclofen: rate 0.5 mg/h (12 mg/day) is an oral-size dose, likely a unit error"
+        "Intrathecal baclofen: rate 0.5 mg/h = 12 mg/day, an oral-size daily dose;"
+        " likely a unit error"
     )
     assert (
         '- Dosage line 1: rate 0.5 mg/h (= 12 mg/day) ("0.5 mg/h intrathecal infusion")'
@@ -278,7 +331,7 @@ def test_a_dose_and_a_rate_unit_error_make_one_card(call):
     order["dosageInstruction"][0]["doseAndRate"][0]["rateQuantity"] = qty(50, "mg/d")
     cards = pathway(call, [order], medications=[prior("p1")])
     assert indicators(cards) == ["critical"]
-    assert cards[0]["summary"].startswith("Intrathecal baclofen: dose 50 mg")
+    assert cards[0]["summary"].startswith("Intrathecal baclofen: bolus 50 mg")
 
 
 def test_stu3_dosage_level_rate_is_read(call):

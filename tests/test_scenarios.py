@@ -64,6 +64,15 @@ def check(body: dict, expected: dict) -> None:
     for card in expected["cards"]:
         if card.get("order"):
             assert card["order"] in named, f"no card names {card['order']}"
+        if "actions" in card:  # the action types of the card's suggestions, in order
+            (found,) = [
+                c
+                for c in body["cards"]
+                if (c["source"]["topic"]["code"], c["indicator"])
+                == (card["rule"], card["indicator"])
+            ]
+            types = [a["type"] for s in found.get("suggestions", []) for a in s["actions"]]
+            assert types == card["actions"], expected["description"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)

@@ -1,4 +1,4 @@
-"""TIZ-DOSE at both sides of 36 mg/day and 12 mg per dose, summed over current orders."""
+"""TIZ-DOSE at both sides of 36 mg/day and 16 mg per dose, summed over current orders."""
 
 from __future__ import annotations
 
@@ -26,11 +26,18 @@ def dose_cards(call, body):
         (9.025, 4, "Tizanidine 36.1 mg/day is above the 36 mg/day maximum"),
         (9, 4, None),  # 36
         (12, 2, None),  # single 12 mg
-        (12.5, 2, "Tizanidine: a single dose of 12.5 mg is above the 12 mg maximum"),
+        (12.5, 2, None),  # above 12 mg (the old, wrong limit) but studied
+        (16, 2, None),  # 16 mg: studied (16 mg at night in trials), not above
         (
-            12.5,
+            16.5,
+            2,
+            "Tizanidine: a single dose of 16.5 mg; doses above 16 mg have not been studied",
+        ),
+        (
+            16.5,
             3,
-            "Tizanidine 37.5 mg/day and 12.5 mg doses: above the 36 mg/day and 12 mg maxima",
+            "Tizanidine 49.5 mg/day and 16.5 mg doses: above 36 mg/day; doses over 16 mg not"
+            " studied",
         ),
     ],
 )
@@ -40,6 +47,16 @@ def test_daily_and_single_dose_thresholds(call, dose_mg, per_day, summary):
     if summary:
         assert cards[0]["indicator"] == "warning"
         assert cards[0]["overrideReasons"]
+        assert cards[0]["suggestions"][0]["label"] == "Cancel this tizanidine order"
+
+
+def test_advice_keeps_three_doses_a_day_and_the_renal_order_of_steps(call):
+    (card,) = dose_cards(call, hook_request([tizanidine(dose_mg=18, per_day=2)]))
+    detail = card["detail"]
+    assert "not more doses a day" in detail
+    assert "at most 3 doses in 24 hours" in detail
+    assert "raise the individual dose before the frequency" in detail
+    assert "splitting" not in detail and "more, smaller doses" not in detail
 
 
 @pytest.mark.parametrize(

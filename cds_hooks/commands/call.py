@@ -27,7 +27,14 @@ from typing import Any
 
 import requests
 
-from cds_hooks.commands import load_fixtures
+from cds_hooks.commands import (
+    UsageError,
+    build_app,
+    iso_datetime,
+    load_fixtures,
+    positive,
+    read_input,
+)
 
 HELP = "build a hook request from a FHIR server and a draft order, and print the cards"
 HOOKS = ("order-select", "order-sign", "medication-prescribe")
@@ -56,9 +63,13 @@ def _drafts_of(bundle: Any) -> list[dict]:
 
 def read_drafts(path: Path) -> Drafts:
     """Draft orders from a resource, a Bundle or a hook request file (see the module doc)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    what = "draft orders (a MedicationRequest, a Bundle or a hook request, JSON)"
+    try:
+        data = json.loads(read_input(str(path), what))
+    except ValueError as error:  # UnicodeDecodeError is one
+        raise UsageError(f"{path} is not JSON ({error}); give {what}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UsageError(f"{path}: expected a JSON object; give {what}")
     if "hook" in data and isinstance(data.get("context"), dict):
         context = data["context"]
         bundle = context.get("draftOrders") or context.get("medications")
@@ -71,7 +82,8 @@ def read_drafts(path: Path) -> Drafts:
             encounter_id=context.get("encounterId"),
         )
         expected = path.parent / "expected.json"
-        if expected.is_file():  # a fixture scenario: match the ids load-fixtures gave its data
+        # A fixture scenario: match the ids load-fixtures gave its data.
+        if str(path) != "-" and expected.is_file():
             fixture = json.loads(expected.read_text(encoding="utf-8"))
             drafts.now = fixture.get("now") if isinstance(fixture, dict) else None
             scenario = load_fixtures.build_scenario(path.parent.name, data)
@@ -81,7 +93,7 @@ def read_drafts(path: Path) -> Drafts:
         return Drafts(orders=_drafts_of(data))
     if isinstance(data.get("resourceType"), str):
         return Drafts(orders=[copy.deepcopy(data)])
-    raise ValueError(f"{path}: not a FHIR resource, Bundle or hook request")
+    raise UsageError(f"{path}: not a FHIR resource, Bundle or hook request; give {what}")
 
 
 def _apply_ids(drafts: Drafts, id_map: dict[str, str]) -> None:
@@ -174,9 +186,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--draft",
         type=Path,
         required=True,
-        help="draft order(s): a MedicationRequest, a Bundle, or a hook request (fixture) file",
+        help="draft order(s): a MedicationRequest, a Bundle, or a hook request (fixture) file; "
+        "- reads standard input",
     )
-    parser.add_argument("--hook", choices=HOOKS, help="default: the draft file's, else order-sign")
+    parser.add_argument(
+        "--hook", choices=HOOKS, help="hook to call (default: the draft file's, else order-sign)"
+    )
     parser.add_argument("--service", help="service id (default: the one for the hook)")
     parser.add_argument(
         "--mode",
@@ -191,11 +206,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--user", help="context.userId (default: the file's, else Practitioner/1)")
     parser.add_argument("--encounter", help="context.encounterId")
-    parser.add_argument("--now", help="evaluate as of this ISO 8601 time (in-process only)")
+    parser.add_argument(
+        "--now", type=iso_datetime, help="evaluate as of this ISO 8601 time (in-process only)"
+    )
     parser.add_argument(
         "--service-url", help="call a running service at this base URL instead of in-process"
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP call")
+    parser.add_argument(
+        "--timeout", type=positive(float), default=10.0, help="seconds per HTTP call (default: 10)"
+    )
     parser.add_argument(
         "--print-request", action="store_true", help="print the hook request to stderr too"
     )
@@ -209,16 +228,13 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from cds_hooks.services import BY_ID, SERVICES
 
-    try:
-        drafts = read_drafts(args.draft)
-    except (OSError, ValueError) as exc:
-        return _fail(str(exc))
+    drafts = read_drafts(args.draft)
     hook = args.hook or (drafts.hook if drafts.hook in HOOKS else "order-sign")
     patient = args.patient or drafts.patient_id
     if not patient:
-        return _fail("no --patient, and the draft file names none")
+        return _fail("no --patient, and the draft file names none; add --patient ID")
     if not drafts.orders:
-        return _fail(f"no draft orders in {args.draft}")
+        return _fail(f"no draft orders in {args.draft}; give a file with a MedicationRequest")
     service = BY_ID.get(args.service) if args.service else None
     service = service or next((s for s in SERVICES if s.hook == hook), None)
     if service is None:
@@ -281,7 +297,6 @@ def _local_templates() -> dict[str, str]:
 def _call_local(service: Any, request: dict, now: str | None, fhir: str) -> tuple[int, dict]:
     import dataclasses
 
-    from cds_hooks.app import create_app
     from cds_hooks.errors import CdsError
     from cds_hooks.pipeline import call_service
 
@@ -289,11 +304,12 @@ def _call_local(service: Any, request: dict, now: str | None, fhir: str) -> tupl
         "NOW": now or "",
         # The user named this FHIR server on the command line: a local http one is fine here.
         "ALLOW_HTTP_FHIR": fhir.lower().startswith("http://"),
+        "FHIR_ALLOW_PRIVATE": True,  # ... and it may be a sandbox on this machine or network
         "LOG_FORMAT": "text",
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": "ERROR",  # the server's start-up notices (authentication off) do not apply
         "DATABASE_URL": "sqlite://",  # in memory: a command-line call leaves no file behind
     }
-    app = create_app(config)
+    app = build_app(config)
     # Nothing is stored for a command-line call: no audit, no repeat suppression.
     runtime = dataclasses.replace(app.extensions["cds_hooks"], store=None)
     try:

@@ -27,6 +27,8 @@ from typing import Any
 
 import requests
 
+from cds_hooks.commands import positive
+
 HELP = "load the fixture patients into a FHIR server (transaction bundles, PUT, stable ids)"
 
 # Resource types that are not one patient's data: their ids are kept as written.
@@ -300,7 +302,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="seconds to wait for the server to answer /metadata first (0: do not wait)",
     )
-    parser.add_argument("--timeout", type=float, default=60, help="seconds per transaction")
+    parser.add_argument(
+        "--timeout", type=positive(float), default=60, help="seconds per transaction (default: 60)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,10 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 
+from cds_hooks.commands import UsageError, setting_problem
+
 HELP = "per-rule card outcomes (shown, accepted, overridden, reasons) over a date range"
+FORMATS = ("text", "csv", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,35 +19,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from",
         dest="start",
+        type=day,
         default=(today - timedelta(days=30)).isoformat(),
         help="first day, YYYY-MM-DD (UTC; default 30 days ago)",
     )
     parser.add_argument(
-        "--to", dest="end", default=today.isoformat(), help="last day, inclusive (default today)"
+        "--to",
+        dest="end",
+        type=day,
+        default=today.isoformat(),
+        help="last day, inclusive (default today)",
     )
-    parser.add_argument("--format", choices=("text", "csv", "json"), default="text")
-    parser.add_argument("--data-dir", help="the service's DATA_DIR (default: CDS_DATA_DIR or var)")
-    parser.add_argument("--database-url", help="instead of the SQLite file, this database")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default), csv or json",
+    )
+    parser.add_argument(
+        "--data-dir", help="the service's data folder (default: CDS_DATA_DIR, else var)"
+    )
+    parser.add_argument(
+        "--database-url", help="read this database instead (default: CDS_DATABASE_URL)"
+    )
 
 
 def parse_day(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
+def day(text: str) -> str:
+    """argparse type: a calendar day, YYYY-MM-DD."""
+    try:
+        parse_day(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day; write YYYY-MM-DD") from None
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from cds_hooks import settings
     from cds_hooks.store import open_store
 
-    try:
-        start, last = parse_day(args.start), parse_day(args.end)
-    except ValueError as error:
-        print(f"cds-hooks report: {error}", file=sys.stderr)
-        return 2
+    start, last = parse_day(args.start), parse_day(args.end)
     if last < start:
-        print("cds-hooks report: --to is before --from", file=sys.stderr)
-        return 2
+        raise UsageError(f"--to {args.end} is before --from {args.start}; swap them")
     given = {"DATA_DIR": args.data_dir, "DATABASE_URL": args.database_url}
-    store = open_store(settings.load({k: v for k, v in given.items() if v}).store)
+    try:
+        store = open_store(settings.load({k: v for k, v in given.items() if v}).store)
+    except ValueError as error:  # a bad CDS_* setting or --database-url
+        raise setting_problem(error) from error
     try:
         report = store.report(start, last + timedelta(days=1))
     finally:

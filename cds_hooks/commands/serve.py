@@ -3,29 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from typing import Any
 
+from cds_hooks.commands import UsageError, build_app, positive, setting_problem
+
 HELP = "run the service (gunicorn; --reload for the development server)"
-
-
 DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # gunicorn_conf is imported only when serving: as a gunicorn config file it reads the
-    # settings at import, and a bad CDS_* value must not break `cds-hooks --help`.
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    # No import of gunicorn_conf here: `--help` must work whatever the CDS_* variables say.
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; another address needs AUTH_ISSUERS "
+        "or --allow-unauthenticated)",
+    )
+    parser.add_argument(
+        "--port", type=port_number, default=8080, help="TCP port (default: %(default)s)"
+    )
     parser.add_argument(
         "--workers",
-        type=int,
-        default=None,
+        type=positive(int),
         help="worker processes (default: one per CPU core available, at least 2)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive(int),
         default=DEFAULT_THREADS,
         help="threads per worker, for calls waiting on FHIR servers (default: %(default)s)",
     )
@@ -42,50 +60,83 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cds_hooks.app import create_app
     from cds_hooks.auth import BindRefused, check_bind_allowed
-    from cds_hooks.gunicorn_conf import default_workers
     from cds_hooks.settings import load as load_settings
 
-    if args.workers is None:
-        args.workers = default_workers()
-    if args.workers < 1 or args.threads < 1:
-        print("cds-hooks: --workers and --threads must be at least 1", file=sys.stderr)
-        return 2
-    # Refuse an unsafe bind before anything is opened (the database, the knowledge).
+    # Refuse a bad setting, an unsafe bind or a busy port before anything is opened (the
+    # database, the knowledge) or logged.
     try:
         notice = check_bind_allowed(args.host, load_settings(), args.allow_unauthenticated)
     except BindRefused as refused:
-        print(f"cds-hooks: {refused}", file=sys.stderr)
-        return 2
-    app = create_app()
+        raise UsageError(str(refused)) from None
+    check_port(args.host, args.port)
+    app = build_app()
     print(f"cds-hooks: {notice}", file=sys.stderr)
-    where = _bind(args.host, args.port)
-    print(f"cds-hooks: serving on http://{where}/cds-services", file=sys.stderr)
+    where = f"http://{_bind(args.host, args.port)}/cds-services"
     if args.reload:
+        print(f"cds-hooks: serving on {where} (development server)", file=sys.stderr)
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=True)
         return 0
-    _gunicorn(app, args)
+    _gunicorn(app, args, where)
     return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """UsageError, before anything starts, when `host:port` cannot be listened on."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(
+            f"--host {host!r} is not an address or a known host name; give e.g. 127.0.0.1"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UsageError(_bind_problem(host, port, error)) from None
+
+
+def _bind_problem(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use; stop the program using it, or pick "
+            f"another port (--port {port + 1}, or make serve PORT={port + 1})"
+        )
+    if error.errno == errno.EACCES:
+        return f"port {port} needs administrator rights; pick a port above 1023 (--port 8080)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; use 127.0.0.1 or one of its addresses"
+    return f"cannot listen on {host}:{port} ({error.strerror}); check --host and --port"
 
 
 def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _gunicorn(app: Any, args: argparse.Namespace) -> None:
+def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
     """gunicorn with cds_hooks.gunicorn_conf; the app built above is the preloaded one."""
     from gunicorn.app.base import BaseApplication
 
-    from cds_hooks import gunicorn_conf
+    try:
+        from cds_hooks import gunicorn_conf
+    except ValueError as error:  # it reads CDS_* variables when imported
+        raise setting_problem(error) from error
+
+    def when_ready(_server: Any) -> None:
+        # Called by gunicorn once its sockets are bound: only now is the service reachable.
+        print(f"cds-hooks: serving on {where}", file=sys.stderr, flush=True)
 
     options = {
         **gunicorn_conf.settings(app.config["SETTINGS"].fhir.deadline_seconds),
         "bind": [_bind(args.host, args.port)],
-        "workers": args.workers,
+        "workers": args.workers or gunicorn_conf.default_workers(),
         "threads": args.threads,
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
+        "when_ready": when_ready,
         "proc_name": "cds-hooks",
     }
 

@@ -5,9 +5,11 @@ no request starts after it, every request's timeout is cut to the time left, and
 helpers return at the deadline whatever is still running (CDS Hooks 2.0 "FHIR Resource Access";
 services should answer "on the order of 500 ms").
 
-The bearer token goes only to the origin (scheme, host, port) of `fhirServer`: redirects are
-followed by hand and only on that origin, and `next` links elsewhere are not followed. The token
-and the Authorization header are never logged; logs carry URL paths only (queries hold patient ids).
+The bearer token goes only to the origin (scheme, host, port) of `fhirServer`, compared on each
+URL as the HTTP library will connect to it (`cds_hooks.outbound`): redirects are followed by hand
+and only on that origin, and `next` links elsewhere are not followed. Every URL is checked before it
+is requested, wherever it came from. The token and the Authorization header are never logged; logs
+carry URL paths only (queries hold patient ids).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from cds_hooks import outbound
 from cds_hooks.errors import FhirError, FhirFatalError, FhirTemporaryError, fhir_error_for_status
 from cds_hooks.fhir.read import bundle_resources, next_link
 
@@ -30,7 +33,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({429, 503})
 _CHUNK = 64 * 1024
@@ -51,19 +53,6 @@ _STATUS_REASONS = {
     503: "the FHIR server is temporarily unavailable (HTTP 503)",
     504: "the FHIR server's gateway timed out (HTTP 504)",
 }
-
-
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        host = (parts.hostname or "").lower()
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:
-        return None
-    if scheme not in _DEFAULT_PORTS or not host:
-        return None
-    return scheme, host, port
 
 
 def _path(url: str) -> str:
@@ -115,7 +104,7 @@ class FhirClient:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.base_url = base_url.rstrip("/")
-        self._origin = _origin(self.base_url)
+        self._origin = outbound.origin(self.base_url)
         self._session = session
         self._timeout = timeout
         self._max_pages = max_pages
@@ -242,7 +231,8 @@ class FhirClient:
         return None
 
     def same_origin(self, url: str) -> bool:
-        return self._origin is not None and _origin(url) == self._origin
+        """True when `url` is safe (outbound.parse) and connects to fhirServer's origin."""
+        return self._origin is not None and outbound.origin(url) == self._origin
 
     def close(self) -> None:
         """Shut down the private executor, if one was created (a shared one is the caller's)."""
@@ -363,6 +353,9 @@ class FhirClient:
                 response.close()
 
     def _send(self, url: str, deadline: float, *, form: str | None = None) -> requests.Response:
+        if not self.same_origin(url):  # every URL, wherever it came from, just before it is sent
+            log.warning("FHIR GET refused: %s is not on the FHIR server's origin", _path(url))
+            raise FhirFatalError("the FHIR address is not on this request's FHIR server")
         left = deadline - self._clock()
         if left <= 0:
             raise FhirTemporaryError("deadline reached before the FHIR server could be asked")
@@ -381,6 +374,12 @@ class FhirClient:
                     allow_redirects=False,
                     stream=True,
                 )
+        except outbound.DestinationRefused as refused:
+            log.warning("FHIR GET %s refused: %s", _path(url), refused)
+            raise FhirFatalError(
+                "the FHIR server's address is on an internal network, which this service does "
+                "not contact"
+            ) from None
         except requests.Timeout:
             log.warning("FHIR GET %s timed out after %.2f s", _path(url), timeout)
             raise FhirTemporaryError(

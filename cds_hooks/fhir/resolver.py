@@ -14,10 +14,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
+from cds_hooks import outbound
 from cds_hooks.errors import BadRequest, FhirError, PreconditionFailed, Problem
 from cds_hooks.fhir.client import FhirClient
 from cds_hooks.fhir.read import (
@@ -105,10 +106,12 @@ def client_for(
     if server is None:
         return None
     schemes = ("https", "http") if allow_http else ("https",)
-    parts = urlsplit(server) if isinstance(server, str) else None
-    if parts is None or parts.scheme.lower() not in schemes or not parts.hostname:
+    try:  # read as the HTTP library will connect to it: no user info, backslash, odd host
+        outbound.parse(server, schemes)
+    except outbound.UnsafeURL as unsafe:
         message = "fhirServer must be an https URL" + (" (or http)" if allow_http else "")
-        raise BadRequest(message, problems=[Problem("$.fhirServer", message)])
+        message = f"{message}: {unsafe}"
+        raise BadRequest(message, problems=[Problem("$.fhirServer", message)]) from None
     token = text(as_dict(request.get("fhirAuthorization")).get("access_token"))
     return FhirClient(
         server,

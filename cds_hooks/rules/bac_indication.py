@@ -6,8 +6,11 @@ When oral baclofen is ordered and
   - else the patient has such a condition and no multiple sclerosis or spinal cord injury or
     disease: warn;
   - else no relevant condition and no reason at all: one info card, "no documented indication".
-Then suggest cancelling the order. Intrathecal orders are out of scope (their label covers
-spasticity of cerebral origin). Source: [G] "Conditions where baclofen is NOT recommended"; [L].
+Then suggest cancelling the order. The label indicates baclofen for spasticity from multiple
+sclerosis and says it "may also be of some value" in spinal cord injuries and diseases ([G] makes
+both first line): both count as the indication, worded as the label words them. Intrathecal
+orders are out of scope (their label covers spasticity of cerebral origin). Sources: [L]
+Indications and Usage; [G] "Conditions Where Baclofen is NOT Recommended".
 """
 
 from __future__ import annotations

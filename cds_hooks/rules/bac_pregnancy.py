@@ -1,8 +1,15 @@
 """BAC-PREGNANCY: baclofen for a patient who appears to be pregnant.
 
 When baclofen is ordered and the record shows an active pregnancy condition, or the latest
-conclusive pregnancy observation says so, then warn: avoid baclofen when pregnant or planning
-pregnancy, it may harm an unborn baby [P].
+conclusive pregnancy observation says so, then warn: the label says use in pregnancy only if the
+potential benefit justifies the potential risk to the fetus, and if oral baclofen is continued,
+reduce the dose gradually and stop before delivery (neonatal withdrawal) [L]; [P] advises avoiding
+it when pregnant or planning pregnancy. For a NEW baclofen order (no active baclofen on record)
+the suggestion is to cancel it. For a patient ALREADY on oral baclofen, cancelling is an abrupt
+stop (maternal withdrawal, and neonatal withdrawal near delivery), so the suggestion is a taper
+built as BAC-TAPER builds it (`bac_taper.taper_steps` / `taper_request`, BAC-TAPER's step
+settings), never a bare cancel; for current intrathecal baclofen there is no one-click change at
+all (interrupting it is life-threatening; the implanting team plans any change).
 
 Observations (pregnancy status and pregnancy tests, one timeline, usable status, at most
 `observation_max_age_days` old): the LATEST conclusive one wins, so a positive test followed by a
@@ -22,11 +29,13 @@ out of date", not for this rule to guess.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.clinical.dose import Dose
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
@@ -38,6 +47,10 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
+from cds_hooks.fhir.read import reference as ref_of_reference
+from cds_hooks.record import MedOrder
+from cds_hooks.rules.bac_taper import taper_request, taper_steps
+from cds_hooks.rules.common import order_dose
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +67,54 @@ def evaluate(ctx) -> Iterator[Finding]:
     if not evidence:
         return
     for order in ctx.targets("drug/baclofen"):
-        yield Finding(
-            RULE_ID,
-            "pregnant",
-            order.ref,
-            {"order": order.label(), "evidence_kind": kind},
-            (f"Order: {order.label()}", *evidence),
-            (suggestions.cancel(order),),
-        )
+        if not order.current:
+            continue  # a stop is not new therapy; BAC-TAPER judges how it stops
+        facts = {"order": order.label(), "evidence_kind": kind}
+        lines = (f"Order: {order.label()}", *evidence)
+        current = _current_baclofen(ctx, order)
+        if current is None:
+            yield Finding(
+                RULE_ID, "pregnant", order.ref, facts, lines, (suggestions.cancel(order),)
+            )
+            continue
+        lines = (*lines, f"Current baclofen: {current.label()}")
+        if current.intrathecal or order.intrathecal:
+            yield Finding(RULE_ID, "pregnant_current_itb", order.ref, facts, lines)
+            continue
+        yield _taper_finding(ctx, order, current, facts, lines)
+
+
+def _current_baclofen(ctx, order: MedOrder) -> MedOrder | None:
+    """The active baclofen order on record the patient takes now: the one this draft revises
+    (same id, or its priorPrescription), else any active one; None for a new start."""
+    active = [
+        o for o in ctx.record.history if o.has("drug/baclofen") and status.order_taken(o.status)
+    ]
+    prior = ref_of_reference(order.resource.get("priorPrescription"))
+    for candidate in active:
+        if candidate.ref in (order.ref, prior):
+            return candidate
+    return active[0] if active else None
+
+
+def _taper_finding(
+    ctx, order: MedOrder, current: MedOrder, facts: Mapping[str, str], lines: tuple[str, ...]
+) -> Finding:
+    """The card for a patient already on oral baclofen: a taper to stop, never a bare cancel."""
+    taper_settings = ctx.knowledge.rule("BAC-TAPER")
+    dose = order_dose(current)
+    steps = taper_steps(dose, None, taper_settings) if isinstance(dose, Dose) else []
+    if not steps:
+        more = {"taper": "lower the dose step by step over several weeks; never stop abruptly."}
+        return Finding(RULE_ID, "pregnant_current", order.ref, {**facts, **more}, lines)
+    days = int(taper_settings.value("step_days"))
+    taper = "; ".join(f"{mg:g} mg {times:g} times a day for {days} days" for mg, times in steps)
+    more = {"taper": taper + "; then stop", "weeks": str(max(1, math.ceil(len(steps) * days / 7)))}
+    resource = taper_request(current.resource, order, steps, None, days)
+    suggestion = suggestions.replace(
+        order, resource, f"Replace {order.ref} with a taper", "taper", recommended=False
+    )
+    return Finding(RULE_ID, "pregnant_current", order.ref, {**facts, **more}, lines, (suggestion,))
 
 
 def _latest_positive(ctx) -> str | None:

@@ -2,11 +2,13 @@
 
 When oral baclofen is ordered and the most recent creatinine clearance or eGFR (else a
 Cockcroft-Gault estimate, else a CKD stage 4-5, kidney failure or dialysis condition) is below
-30 mL/min, or the patient is on dialysis, then warn; dialysis-dependent patients need a
-particularly low dose (about 5 mg/day) [L]. When it is 30-59 mL/min, then inform: consider a
-reduced dose. Baclofen is cleared mainly by the kidney; kidney
-disease needs a careful benefit/risk discussion [P]. Intrathecal doses are about 1/100 of oral
-ones, so ITB orders are left to ITB-PATHWAY. A value given only as "> N" is not a low value.
+30 mL/min, or the patient is on dialysis, then warn. When it is 30-59 mL/min, then inform:
+consider a reduced dose. Baclofen is excreted primarily unchanged by the kidney: give it with
+caution, a dose reduction may be necessary [L]; kidney disease needs a careful benefit/risk
+discussion [P]. For dialysis-dependent patients the card names the Canadian product monograph's
+particularly low dose (about 5 mg/day) as that monograph's, not the US label's. Intrathecal
+doses are about 1/100 of oral ones, so ITB orders are left to ITB-PATHWAY. A value given only as
+"> N" is not a low value.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """ITB-CONTRAINDICATION: what precludes an intrathecal catheter for intrathecal baclofen.
 
 When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
-  - an anticoagulant (warfarin, heparins, fondaparinux, DOACs...) is current therapy or another
-    draft: critical (with the `include_p2y12_antiplatelets` setting, P2Y12 antiplatelets too);
+  - an anticoagulant (warfarin, heparins, fondaparinux, DOACs...) or a P2Y12 antiplatelet
+    (clopidogrel, prasugrel, ticagrelor, ticlopidine; `include_p2y12_antiplatelets`, on by
+    default: the guideline asks for them to be stopped before high bleeding-risk procedures such
+    as intrathecal catheter and pump implantation) is current therapy or another draft: critical;
   - a coagulopathy / bleeding disorder is on the problem list, or the latest usable INR is above
-    `inr_max` or the latest platelet count below `platelets_min` (labs within common.json
-    `lab_lookback_days`; older or missing labs give no card, never a guess): critical;
+    `inr_max` or the latest platelet count below `platelets_min` (LOCAL thresholds, defaults 1.5
+    and 100 x10^9/L: no cited source gives one; labs within common.json `lab_lookback_days`;
+    older or missing labs give no card, never a guess): critical;
   - an active systemic infection (sepsis, bacteremia, meningitis, epidural abscess) or a skin or
     soft-tissue infection of the back, where the catheter goes in: critical. An acute systemic
     infection recorded as active with an onset (else recorded date) more than
@@ -21,12 +24,15 @@ When intrathecal baclofen is ordered (screening bolus, pump trial, implant) and
 Then one card per category of finding, each naming its evidence, with a cancel suggestion.
 Not for an order being stopped (a stop is not an insertion), and, with the
 `established_pump_is_not_insertion` setting, not while another ITB order is active or on-hold on
-record (a pump is in place: the draft is a refill or dose change; ASRA/ESRA class refills as low
-risk). Only a record order in a status that means it is running counts, and never one with the id
+record (a pump is in place: the draft is a refill or dose change, not a catheter insertion).
+Only a record order in a status that means it is running counts, and never one with the id
 of a draft in this session: EHRs return the draft itself in their MedicationRequest search, and
 that must not silence the checks on itself.
-Source: [G] "Contraindications for ITB": anticoagulant therapy, coagulopathy, local or systemic
-infection, or anatomical spinal abnormalities preclude intrathecal catheter insertion.
+Sources: [G] "Contraindications for ITB": anticoagulant therapy, coagulopathy, local or systemic
+infection, or anatomical spinal abnormalities preclude intrathecal catheter insertion; the
+interventional pain guideline (Narouze 2018, doi 10.1097/AAP.0000000000000700) for the procedure's
+bleeding risk and P2Y12 antiplatelets. Not the label: its only contraindications are
+hypersensitivity and non-intrathecal routes.
 """
 
 from __future__ import annotations
@@ -119,7 +125,8 @@ def _anticoagulant(order, ctx) -> Found:
     )
     names = " and ".join(dict.fromkeys(o.name for o in others))
     evidence = tuple(_medication_line(o, ctx) for o in others)
-    return "anticoagulant", {"anticoagulant": names, "drug_class": drug_class}, evidence
+    card = "anticoagulant" if drug_class == "anticoagulant" else "antiplatelet"
+    return card, {"anticoagulant": names, "drug_class": drug_class}, evidence
 
 
 def _bleeding_risk(order, ctx) -> Found:

@@ -2,8 +2,11 @@
 
 When tizanidine is ordered while an oral contraceptive (ATC G03A, combined or progestin-only) is
 current therapy or another draft, or an oral contraceptive is ordered while tizanidine is, then
-warn on the new order: women on oral contraceptives clear tizanidine about 50% more slowly and may
-need a dose adjustment [G][L]. Source: [L] "Drug Interactions: Oral Contraceptives".
+warn on the new order: women on oral contraceptives clear tizanidine about 50% more slowly; the
+label says concomitant use is not recommended, and if it is clinically necessary, start with a
+single 2 mg dose and increase in 2-4 mg steps [L][G]. The card does not suggest a patch or ring
+instead (they also give systemic hormone exposure). Source: [L] "Drug Interactions: Oral
+Contraceptives".
 
 Only oral products count. The contraceptive value set is ingredient-based (terminology README
 caveat 7) and a name in free text cannot tell a pill from a ring, so a product is not oral when

@@ -1,17 +1,21 @@
 """TIZ-DOSE: tizanidine above its labelled daily or single dose.
 
 When the daily tizanidine dose, summed over every current tizanidine order plus the new one, is
-above 36 mg/day, or the new order gives a single dose above 12 mg, then warn: tizanidine is
-titrated to the maximally tolerated dose up to 36 mg/day in divided doses, single doses up to
-12 mg [G][L]. One card per order (daily, single, or both in one card). The daily dose is computed
-as for BAC-DOSE (`clinical/dose.py`); an order whose dose cannot be computed gives no card, and a
-current order whose dose cannot be computed is named but not counted (never a guess; logged).
+above 36 mg/day, or the new order gives a single dose above 16 mg, then warn: the label titrates
+up to 36 mg/day given at most three times in 24 hours, and single doses greater than 16 mg have
+not been studied [L][G]. The advice never asks for more doses a day (the three-dose maximum) and,
+for creatinine clearance below 25 mL/min, says to raise the individual dose before the frequency
+(the label's renal advice). One card per order (daily, single, or both in one card), with
+"Cancel". The daily dose is computed as for BAC-DOSE (`clinical/dose.py`); an order whose dose
+cannot be computed gives no card, and a current order whose dose cannot be computed is named but
+not counted (never a guess; logged).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose, total_mg_per_day
 from cds_hooks.rules.common import known_doses, order_dose
@@ -52,6 +56,7 @@ def evaluate(ctx) -> Iterator[Finding]:
             "single": f"{dose.max_single_mg:g}",
             "max_daily": f"{max_daily:g}",
             "max_single": f"{max_single:g}",
+            "max_doses": f"{float(ctx.settings.value('max_doses_per_day')):g}",
         }
         evidence = (
             f"Order: {order.label()}: {dose.basis}",
@@ -61,4 +66,4 @@ def evaluate(ctx) -> Iterator[Finding]:
                 for o in unknown
             ),
         )
-        yield Finding(RULE_ID, card, order.ref, facts, evidence)
+        yield Finding(RULE_ID, card, order.ref, facts, evidence, (suggestions.cancel(order),))

@@ -1,0 +1,378 @@
+"""Outbound requests: no token leaves the FHIR server's origin, no call reaches an internal host.
+
+Two loopback HTTP servers play the EHR's FHIR server and an attacker's catcher; the tricks come
+through every place a URL can come from (next links fetched and prefetched, redirects). Every
+internal-address spelling is refused before any connection: the socket-level connect is patched
+to record and refuse, so nothing is ever sent off loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from cds_hooks import create_app, outbound
+from cds_hooks.outbound import DestinationRefused, Destinations, UnsafeURL
+from tests.factories import PATIENT_ID, STROKE, condition, hook_request, med_request, searchset
+
+SELECT = "/cds-services/antispasticity-order-select"
+TOKEN = "fhir-access-token-outbound"
+DEGRADED = "DATA-UNAVAILABLE"
+PUBLIC = "93.184.215.14"  # a public address: never actually contacted (connect is patched)
+
+
+class Server(ThreadingHTTPServer):
+    """A loopback HTTP server answering from `routes` (path -> status, headers, body)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
+        self.routes: dict[str, tuple[int, dict[str, str], Any]] = {}
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def authority(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Server
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        path = self.path.split("?", 1)[0]
+        status, headers, body = self.server.routes.get(path, (404, {}, {"resourceType": "x"}))
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+def _serve() -> Iterator[Server]:
+    server = Server()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def ehr() -> Iterator[Server]:
+    yield from _serve()
+
+
+@pytest.fixture
+def catcher() -> Iterator[Server]:
+    """The attacker's server: must never see a request, least of all the token."""
+    yield from _serve()
+
+
+def _app(knowledge, tmp_path, **settings: Any):
+    config = {
+        "NOW": "2026-11-21T12:00:00Z",
+        "KNOWLEDGE": knowledge,
+        "DATA_DIR": str(tmp_path),
+        "METRICS": False,
+        "DEADLINE_SECONDS": 2.0,
+        **settings,
+    }
+    return create_app(config).test_client()
+
+
+@pytest.fixture
+def sandbox(knowledge, tmp_path):
+    """An app that may reach loopback over http: the fake servers live there."""
+    return _app(knowledge, tmp_path, ALLOW_HTTP_FHIR=True, FHIR_ALLOW_PRIVATE=True)
+
+
+def _call(client, server: str, *, prefetch_conditions: dict | None = None) -> list[str]:
+    body = hook_request([med_request("d1")], conditions=[condition("c1", STROKE)])
+    if prefetch_conditions is None:
+        del body["prefetch"]["conditions"]
+    else:
+        body["prefetch"]["conditions"] = prefetch_conditions
+    body["fhirServer"] = server
+    body["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-service",
+        "patient": PATIENT_ID,
+    }
+    response = client.post(SELECT, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
+def _page(next_url: str | None = None) -> dict:
+    bundle = searchset([condition("c1", STROKE)])
+    if next_url:
+        bundle["link"] = [{"relation": "next", "url": next_url}]
+    return bundle
+
+
+def _tricks(ehr: Server, catcher: Server) -> list[str]:
+    """URLs that `urllib.parse` reads as the EHR and the HTTP library sends to the catcher."""
+    return [
+        f"http://{catcher.authority}\\@{ehr.authority}/fhir/Condition?page=2",
+        f"http://{catcher.authority}\\x@{ehr.authority}/fhir/Condition?page=2",
+        f"http://{catcher.authority}\\\\@{ehr.authority}/fhir/Condition?page=2",
+    ]
+
+
+# ---- the URL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example\\@ehr.example/fhir",
+        "https://ehr.example\\/fhir",
+        "https://user:pw@ehr.example/fhir",
+        "https://ehr.example@evil.example/fhir",
+        "https://ehr.example /fhir",
+        "https://ehr.example/fhir\tx",
+        "https://ehr.example/fh\nir",
+        "https://ehr.example/fhir\x00",
+        "https://%65hr.example/fhir",
+        "https://\uff45hr.example/fhir",  # a fullwidth e
+        "https://ehr.example./fhir",
+        "https://[::1/fhir",
+        "ftp://ehr.example/fhir",
+        "//ehr.example/fhir",
+        "",
+    ],
+)
+def test_unsafe_urls_are_refused(url):
+    with pytest.raises(UnsafeURL):
+        outbound.parse(url)
+
+
+def test_a_url_is_read_as_the_http_library_connects():
+    target = outbound.parse("HTTPS://EHR.Example:443/fhir/a/../Patient?x=1")
+    assert target.origin == ("https", "ehr.example", 443)
+    assert target.path == "/fhir/Patient"
+    base = outbound.parse("https://ehr.example/fhir/")
+    assert target.under(base)
+    assert not outbound.parse("https://ehr.example/fhirx/Patient").under(base)
+    assert not outbound.parse("https://ehr.example:8443/fhir/Patient").under(base)
+
+
+# ---- tricks through every source of a URL -------------------------------------------------------
+
+
+def test_backslash_next_links_in_fetched_pages_send_nothing_to_the_catcher(sandbox, ehr, catcher):
+    for trick in _tricks(ehr, catcher):
+        ehr.routes["/fhir/Condition"] = (200, {}, _page(trick))
+        codes = _call(sandbox, f"{ehr.base}/fhir")
+        assert catcher.seen == [], trick
+        assert "BAC-INDICATION" in codes or DEGRADED in codes
+
+
+def test_backslash_redirects_send_nothing_to_the_catcher(sandbox, ehr, catcher):
+    for trick in _tricks(ehr, catcher):
+        ehr.routes["/fhir/Condition"] = (302, {"Location": trick}, b"")
+        assert DEGRADED in _call(sandbox, f"{ehr.base}/fhir")
+        assert catcher.seen == [], trick
+
+
+def test_backslash_next_links_in_prefetched_pages_send_nothing_to_the_catcher(
+    sandbox, ehr, catcher
+):
+    for trick in _tricks(ehr, catcher):
+        _call(sandbox, f"{ehr.base}/fhir", prefetch_conditions=_page(trick))
+        assert catcher.seen == [], trick
+
+
+def test_next_links_with_user_info_are_not_followed(sandbox, ehr):
+    ehr.routes["/fhir/Condition"] = (
+        200,
+        {},
+        _page(f"http://someone:secret@{ehr.authority}/fhir/Condition?page=2"),
+    )
+    _call(sandbox, f"{ehr.base}/fhir")
+    assert [path for path, _auth in ehr.seen if "page=2" in path] == []
+
+
+def test_a_fhir_server_with_user_info_or_a_backslash_is_refused(sandbox, ehr, catcher):
+    for server in (
+        f"http://x:y@{ehr.authority}/fhir",
+        f"http://{catcher.authority}\\@{ehr.authority}/fhir",
+    ):
+        body = hook_request([med_request("d1")])
+        del body["prefetch"]["conditions"]
+        body["fhirServer"] = server
+        response = sandbox.post(SELECT, json=body)
+        assert response.status_code == 400, server
+    assert catcher.seen == [] and ehr.seen == []
+
+
+def test_jku_urls_with_tricks_are_refused_at_start():
+    from cds_hooks.auth import load_issuers
+
+    for url in ("https://evil.example\\@ehr.example/jwks.json", "https://u@ehr.example/jwks"):
+        with pytest.raises(ValueError, match="jku"):
+            load_issuers({"https://ehr.example": {"jku": [url]}})
+
+
+# ---- destinations -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def connects(monkeypatch) -> list[Any]:
+    """Every socket connect attempt, recorded and refused: nothing leaves this machine."""
+    attempts: list[Any] = []
+
+    def refuse(sock: socket.socket, address: Any) -> None:
+        attempts.append(address)
+        raise ConnectionRefusedError("connect patched out by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+INTERNAL = [
+    ("127.0.0.1", "loopback"),
+    ("127.1", "loopback"),
+    ("2130706433", "loopback"),
+    ("0x7f000001", "loopback"),
+    ("0177.0.0.1", "loopback"),
+    ("[::1]", "loopback"),
+    ("[::ffff:127.0.0.1]", "loopback"),
+    ("[::ffff:7f00:1]", "loopback"),
+    ("[::127.0.0.1]", "loopback"),
+    ("localhost", "loopback"),
+    ("api.localhost", "loopback"),
+    ("169.254.169.254", "link-local"),
+    ("[::ffff:169.254.169.254]", "link-local"),
+    ("[fe80::1]", "link-local"),
+    ("10.0.0.1", "private"),
+    ("172.16.5.4", "private"),
+    ("192.168.1.1", "private"),
+    ("[fc00::1]", "private"),
+    ("[fd12:3456::1]", "private"),
+    ("100.64.0.1", "shared"),
+    ("0.0.0.0", "unspecified"),
+    ("0", "unspecified"),
+    ("[::]", "unspecified"),
+    ("224.0.0.1", "multicast"),
+    ("[ff02::1]", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("[2002:7f00:1::]", "loopback"),  # 6to4 around 127.0.0.1
+    ("[64:ff9b::a9fe:a9fe]", "link-local"),  # NAT64 around 169.254.169.254
+]
+
+
+@pytest.mark.parametrize(("host", "kind"), INTERNAL)
+def test_internal_destinations_are_refused_without_a_connection(
+    knowledge, tmp_path, connects, caplog, host, kind
+):
+    client = _app(knowledge, tmp_path)  # the default: internal addresses refused
+    caplog.set_level(logging.WARNING)
+    assert DEGRADED in _call(client, f"https://{host}/fhir")
+    assert connects == []
+    assert kind in caplog.text
+
+
+@pytest.mark.parametrize(("host", "kind"), INTERNAL)
+def test_the_policy_names_the_kind_of_each_internal_address(host, kind):
+    with pytest.raises(DestinationRefused, match=kind):
+        Destinations(resolver=_no_dns).resolve(host.strip("[]"), 443)
+
+
+def _no_dns(host: str, port: int) -> list:
+    raise AssertionError(f"{host} is a literal address: no DNS lookup expected")
+
+
+def test_allow_private_admits_loopback_and_private_but_never_metadata():
+    sandbox = Destinations(allow_private=True, resolver=_no_dns)
+    assert sandbox.resolve("127.1", 80) == [ipaddress.ip_address("127.0.0.1")]
+    assert sandbox.resolve("10.1.2.3", 80) == [ipaddress.ip_address("10.1.2.3")]
+    for host in ("169.254.169.254", "0.0.0.0", "224.0.0.1"):
+        with pytest.raises(DestinationRefused):
+            sandbox.resolve(host, 80)
+
+
+def test_a_name_resolving_to_a_public_and_a_private_address_is_refused(
+    knowledge, tmp_path, monkeypatch, connects, catcher
+):
+    """urllib3 tries each address in turn: public first, then the loopback catcher."""
+    real = socket.getaddrinfo
+
+    def answers(host, port, *args, **kwargs):
+        if host == "fhir.example":
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", answers)
+    client = _app(knowledge, tmp_path, ALLOW_HTTP_FHIR=True)
+    assert DEGRADED in _call(client, f"http://fhir.example:{catcher.server_address[1]}/fhir")
+    assert connects == []
+    assert catcher.seen == []
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch, connects):
+    """A resolver answering public first and loopback afterwards is asked once per connection."""
+    asked: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "fhir.example":
+            asked.append(host)
+            address = PUBLIC if len(asked) == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with outbound.session(Destinations()) as session, pytest.raises(requests.ConnectionError):
+        session.get("https://fhir.example/fhir/metadata", timeout=2)
+    assert asked == ["fhir.example"]
+    assert connects == [(PUBLIC, 443)]
+
+
+def test_the_app_session_refuses_internal_destinations(knowledge, tmp_path, connects):
+    app = create_app({"KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path), "METRICS": False})
+    session = app.extensions["cds_hooks"].session
+    for host in ("127.1", "[::ffff:127.0.0.1]", "169.254.169.254"):
+        with pytest.raises(DestinationRefused):
+            session.get(f"https://{host}/latest/meta-data/", timeout=2)
+    assert connects == []
+
+
+def test_a_loopback_fhir_server_is_refused_by_default(knowledge, tmp_path, ehr, caplog):
+    ehr.routes["/fhir/Condition"] = (200, {}, _page())
+    client = _app(knowledge, tmp_path, ALLOW_HTTP_FHIR=True)
+    caplog.set_level(logging.WARNING)
+    assert DEGRADED in _call(client, f"{ehr.base}/fhir")
+    assert ehr.seen == []
+    assert "CDS_FHIR_ALLOW_PRIVATE" in caplog.text
+    assert "BAC-INDICATION" in _call(
+        _app(knowledge, tmp_path / "b", ALLOW_HTTP_FHIR=True, FHIR_ALLOW_PRIVATE=True),
+        f"{ehr.base}/fhir",
+    )
