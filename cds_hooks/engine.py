@@ -47,6 +47,7 @@ class Evaluation:
     skipped: dict[str, list[str]] = field(default_factory=dict)  # rule id -> reasons
     failed: list[str] = field(default_factory=list)  # rule ids that raised (logged)
     fired: list[str] = field(default_factory=list)
+    unidentified: list[str] = field(default_factory=list)  # lines: drugs nothing identifies
 
     def cards(self, knowledge: Knowledge) -> list[dict[str, Any]]:
         return [card for _finding, card in self.carded(knowledge)]
@@ -56,8 +57,8 @@ class Evaluation:
         pairs: list[tuple[Finding | None, dict[str, Any]]] = [
             (f, card_for(f, knowledge)) for f in self.findings
         ]
-        if self.skipped:
-            pairs.append((None, degraded_card(self.skipped, knowledge)))
+        if self.skipped or self.unidentified:
+            pairs.append((None, degraded_card(self.skipped, knowledge, self.unidentified)))
         if self.failed:
             pairs.append((None, failed_card(self.failed, knowledge)))
         return pairs
@@ -84,13 +85,48 @@ def evaluate(
         result.findings.extend(found)
         if found:
             result.fired.append(rule.id)
+    result.unidentified = _unidentified(record, rules, knowledge)
     return result
 
 
-def degraded_card(skipped: Mapping[str, list[str]], knowledge: Knowledge) -> dict[str, Any]:
-    """The info card naming the checks whose patient data could not be read, and why."""
+def _unidentified(record: PatientRecord, rules: Sequence[Rule], knowledge: Knowledge) -> list[str]:
+    """Lines for the degraded card about drugs nothing identifies, never silently dropped.
+
+    A targeted order that cannot be identified could be anything a rule is about. A current
+    medication (or another draft) that cannot be identified matters when a check that reads
+    the medication list runs: an interaction or duplicate may be missed.
+    """
+    text = knowledge.common["degraded"]
+    unknown = record.unidentified()
+    lines = []
+    targets = [o for o in unknown if o.selected]
+    if targets:
+        lines.append(_counted(text["unidentified_order"], targets))
+    triggered = [r for r in rules if any(o.has(*r.triggers) for o in record.targets)]
+    others = [o for o in unknown if not o.selected]
+    if others and any("medications" in r.needs for r in triggered):
+        lines.append(_counted(text["unidentified_current"], others))
+    for line in lines:
+        log.info("degraded: %s", line)
+    return lines
+
+
+def _counted(template: str, orders: Sequence[MedOrder]) -> str:
+    many = len(orders) != 1
+    return template.format(
+        count=len(orders),
+        s="s" if many else "",
+        orders="; ".join(o.label() for o in orders),
+    )
+
+
+def degraded_card(
+    skipped: Mapping[str, list[str]], knowledge: Knowledge, notes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The info card naming the checks whose patient data could not be read, and why, and
+    (`notes`) the medications nothing identifies."""
     lines = {rule_id: "; ".join(reasons) for rule_id, reasons in skipped.items()}
-    return _checks_card(knowledge.common["degraded"], lines, knowledge)
+    return _checks_card(knowledge.common["degraded"], lines, knowledge, notes)
 
 
 def failed_card(failed: Sequence[str], knowledge: Knowledge) -> dict[str, Any]:
@@ -100,11 +136,19 @@ def failed_card(failed: Sequence[str], knowledge: Knowledge) -> dict[str, Any]:
 
 
 def _checks_card(
-    text: Mapping[str, str], lines: Mapping[str, str], knowledge: Knowledge
+    text: Mapping[str, str],
+    lines: Mapping[str, str],
+    knowledge: Knowledge,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     checks = "\n".join(
-        f"- **{knowledge.rule(rule_id).title}** ({rule_id}): {line}"
-        for rule_id, line in lines.items()
+        [
+            *(
+                f"- **{knowledge.rule(rule_id).title}** ({rule_id}): {line}"
+                for rule_id, line in lines.items()
+            ),
+            *(f"- {note}" for note in notes),
+        ]
     )
     return make_card(
         summary=text["summary"],

@@ -51,6 +51,9 @@ class MedOrder:
     concept: Mapping[str, Any]
     authored: datetime | None
     requester: str | None
+    # False when nothing names the drug: no code, no text, and a medicationReference that could
+    # not be resolved and has no display. Such an order is named on the degraded card.
+    identified: bool = True
 
     def has(self, *keys: str) -> bool:
         return any(k in self.drugs for k in keys)
@@ -118,6 +121,11 @@ class PatientRecord:
                 replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
         kept = [o for o in self.history if o.ref not in replaced and o.current]
         return kept + [o for o in self.drafts if o.current]
+
+    def unidentified(self) -> list[MedOrder]:
+        """Current therapy and this call's drafts whose drug nothing identifies."""
+        found = {o.ref: o for o in [*self.current(), *self.drafts] if not o.identified}
+        return list(found.values())
 
     def conditions_in(self, keys: Iterable[str]) -> list[Cond]:
         wanted = set(keys)
@@ -225,7 +233,8 @@ def _med_order(
     drugs = terminology.keys_for_concept(concept)
     for ingredient in _ingredients(resource, meds):
         drugs |= terminology.keys_for_concept(ingredient)
-    name = concept_text(concept) or ref_display or "unnamed medication"
+    identified = bool(drugs or concept_text(concept) or ref_display or _coded(concept))
+    name = concept_text(concept) or ref_display or _unidentified_name(resource)
     by_text = False
     if not any(k.startswith("drug/") for k in drugs):
         drugs = terminology.keys_for_text(name)
@@ -244,7 +253,20 @@ def _med_order(
         authored=parse_datetime(resource.get("authoredOn")),
         # A draft without requester is being ordered by the hook's user (context.userId).
         requester=reference(resource.get("requester")) or user,
+        identified=identified,
     )
+
+
+def _coded(concept: Mapping) -> bool:
+    return any(code for _system, code, _display in codings(concept))
+
+
+def _unidentified_name(resource: Mapping) -> str:
+    """How a card names a drug nothing identifies: by the reference it could not follow."""
+    ref = reference(resource.get("medicationReference"))
+    if ref:
+        return f"an unidentified medication ({ref} could not be read)"
+    return "an unidentified medication (no code, name or reference)"
 
 
 def _medication_concept(resource: Mapping, meds: Mapping[str, Mapping]) -> tuple[dict, str | None]:
