@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from cds_hooks.cards import Finding, card_for, make_card
+from cds_hooks.fhir.read import reference
 from cds_hooks.knowledge import Knowledge, RuleSettings
 from cds_hooks.record import MedOrder, PatientRecord
 from cds_hooks.rules import RULES, Rule
@@ -116,8 +117,15 @@ def _counted(template: str, orders: Sequence[MedOrder]) -> str:
     return template.format(
         count=len(orders),
         s="s" if many else "",
-        orders="; ".join(o.label() for o in orders),
+        orders="; ".join(map(_why_unidentified, orders)),
     )
+
+
+def _why_unidentified(order: MedOrder) -> str:
+    ref = reference(order.resource.get("medicationReference"))
+    if ref:
+        return f"{order.ref}, whose medication {ref} could not be read"
+    return f"{order.ref}, with no code, name or medication reference"
 
 
 def degraded_card(

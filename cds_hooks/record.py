@@ -264,9 +264,7 @@ def _coded(concept: Mapping) -> bool:
 def _unidentified_name(resource: Mapping) -> str:
     """How a card names a drug nothing identifies: by the reference it could not follow."""
     ref = reference(resource.get("medicationReference"))
-    if ref:
-        return f"an unidentified medication ({ref} could not be read)"
-    return "an unidentified medication (no code, name or reference)"
+    return f"unidentified medication ({ref})" if ref else "unidentified medication"
 
 
 def _medication_concept(resource: Mapping, meds: Mapping[str, Mapping]) -> tuple[dict, str | None]:
