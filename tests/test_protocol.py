@@ -309,3 +309,11 @@ def test_suggestions_always_say_whether_they_are_recommended():
     assert schemas.problems("response", {"cards": [card]}) == []
     del card["suggestions"][0]["isRecommended"]
     assert schemas.problems("response", {"cards": [card]})
+
+
+def test_the_hook_routes_are_a_blueprint_like_every_other_feature(app):
+    from cds_hooks import hooks
+
+    endpoints = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoints["/cds-services"] == "hooks.discovery"
+    assert endpoints["/cds-services/<service_id>"] == hooks.SERVICE_ENDPOINT
