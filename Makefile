@@ -20,6 +20,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cds_hooks tests bench tools
 	$(BIN)/ruff format --check cds_hooks tests bench tools
+	$(BIN)/mypy cds_hooks
 
 test: lint
 	$(BIN)/python -m pytest

@@ -46,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         session=_session(settings),
         executor=ThreadPoolExecutor(settings.fhir.fhir_workers, "fhir"),
         clock=_clock(settings.app.now),
-        store=open_store(settings.store),
+        store=open_store(settings.store, _clock(settings.app.now)),
     )
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store

@@ -31,11 +31,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 import jwt
 import requests
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from jwt.api_jws import PyJWS
 
 from cds_hooks import outbound
@@ -311,7 +311,7 @@ class JwksCache:
             cached = self._sets.get(url)
             now = self._clock()
             fresh = cached is not None and now - cached.fetched_at < self._max_age
-            if fresh and kid in cached.keys:
+            if fresh and cached is not None and kid in cached.keys:
                 return cached.keys[kid]
             may_fetch = cached is None or now - cached.fetched_at >= self._min_refresh
             if may_fetch:
@@ -525,7 +525,7 @@ def _json_object(payload: bytes) -> dict[str, Any]:
     return claims
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
@@ -618,6 +618,7 @@ def require_client_jwt() -> Response | None:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    g.client_claims = claims  # who is calling, for the pipeline (FHIR allowlist, scoping)
     log.debug("client JWT ok: iss=%s kid=%s", claims.iss[:200], claims.kid[:64])
     return None
 

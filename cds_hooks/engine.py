@@ -1,6 +1,8 @@
 """Run the rules over a patient record: pure, no I/O, no clock (the caller passes `now`).
 
-A rule runs only when a targeted order carries one of its trigger drug keys. A rule whose data is
+A rule runs only when a targeted order is in one of its trigger value sets (`rules.context`:
+the same resolved keys as the pipeline's fast exit). Cards come out critical, then warning, then
+info, each group in rule order. A rule whose data is
 unavailable (a FHIR search failed) is skipped, and one info card says which checks did not run.
 A rule that raises is logged and named on its own info card, "this check failed; please report":
 one bad resource must not cost the clinician the other checks, nor the EHR a 500, and a bug must
@@ -13,33 +15,26 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from functools import lru_cache
 from typing import Any
 
-from cds_hooks.cards import Finding, card_for, make_card
+from cds_hooks.cards import INDICATORS, Finding, card_for, make_card
 from cds_hooks.fhir.read import reference
-from cds_hooks.knowledge import Knowledge, RuleSettings
+from cds_hooks.knowledge import Knowledge
 from cds_hooks.record import MedOrder, PatientRecord
 from cds_hooks.rules import RULES, Rule
+from cds_hooks.rules.context import RuleContext, Triggers
 
 log = logging.getLogger(__name__)
 
+# Most severe first (CDS Hooks leaves the order to the service; EHRs show cards as sent).
+_SEVERITY = {indicator: rank for rank, indicator in enumerate(reversed(INDICATORS))}
 
-@dataclass
-class RuleContext:
-    """What a rule may read: the record, its own settings, the knowledge, and the time."""
 
-    record: PatientRecord
-    knowledge: Knowledge
-    settings: RuleSettings
-    now: datetime
-
-    @cached_property
-    def current(self) -> list[MedOrder]:
-        return self.record.current()
-
-    def targets(self, *keys: str) -> list[MedOrder]:
-        return [o for o in self.record.targets if o.has(*keys)]
+@lru_cache(maxsize=16)
+def triggers(knowledge: Knowledge, rules: tuple[Rule, ...] = RULES) -> Triggers:
+    """The rules' trigger keys resolved against the knowledge, once (checked at app start)."""
+    return Triggers.of(rules, knowledge)
 
 
 @dataclass
@@ -62,16 +57,19 @@ class Evaluation:
             pairs.append((None, degraded_card(self.skipped, knowledge, self.unidentified)))
         if self.failed:
             pairs.append((None, failed_card(self.failed, knowledge)))
-        return pairs
+        return sorted(pairs, key=lambda pair: _SEVERITY[pair[1]["indicator"]])  # stable
 
 
 def evaluate(
     record: PatientRecord, knowledge: Knowledge, now: datetime, rules: Sequence[Rule] = RULES
 ) -> Evaluation:
     result = Evaluation()
+    gate = triggers(knowledge, tuple(rules))
+    relevant: list[Rule] = []
     for rule in rules:
-        if not any(o.has(*rule.triggers) for o in record.targets):
+        if not gate.runs(rule, record.targets):
             continue
+        relevant.append(rule)
         missing = [record.unavailable[k] for k in rule.needs if k in record.unavailable]
         if missing:
             result.skipped[rule.id] = sorted(set(missing))
@@ -86,26 +84,27 @@ def evaluate(
         result.findings.extend(found)
         if found:
             result.fired.append(rule.id)
-    result.unidentified = _unidentified(record, rules, knowledge)
+    result.unidentified = _unidentified(record, relevant, knowledge)
     return result
 
 
-def _unidentified(record: PatientRecord, rules: Sequence[Rule], knowledge: Knowledge) -> list[str]:
+def _unidentified(
+    record: PatientRecord, relevant: Sequence[Rule], knowledge: Knowledge
+) -> list[str]:
     """Lines for the degraded card about drugs nothing identifies, never silently dropped.
 
     A targeted order that cannot be identified could be anything a rule is about. A current
     medication (or another draft) that cannot be identified matters when a check that reads
-    the medication list runs: an interaction or duplicate may be missed.
+    the medication list is relevant to this call: an interaction or duplicate may be missed.
     """
     text = knowledge.common["degraded"]
     unknown = record.unidentified()
-    lines = []
+    lines: list[str] = []
     targets = [o for o in unknown if o.selected]
     if targets:
         lines.append(_counted(text["unidentified_order"], targets))
-    triggered = [r for r in rules if any(o.has(*r.triggers) for o in record.targets)]
     others = [o for o in unknown if not o.selected]
-    if others and any("medications" in r.needs for r in triggered):
+    if others and any("medications" in r.needs for r in relevant):
         lines.append(_counted(text["unidentified_current"], others))
     for line in lines:
         log.info("degraded: %s", line)

@@ -7,12 +7,13 @@ entry for a card the audit never saw is stored, flagged, and listed in the answe
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cds_hooks import protocol, schemas
 from cds_hooks.errors import BadRequest, NotFound, Problem
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.services import BY_ID
+from cds_hooks.store import Caller
 
 
 def blueprint() -> Blueprint:
@@ -30,7 +31,9 @@ def blueprint() -> Blueprint:
         runtime = current_app.extensions["cds_hooks"]
         if runtime.store is None:
             raise NotFound("this service keeps no feedback")
-        receipt = runtime.store.save_feedback(service_id, body["feedback"], runtime.clock())
+        # Only the client that received a card may silence it (issue 10): the verified sender.
+        sender = Caller.of(g.get("client_claims"), None)
+        receipt = runtime.store.save_feedback(service_id, body["feedback"], runtime.clock(), sender)
         return jsonify(receipt.to_dict())
 
     return bp

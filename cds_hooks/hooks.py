@@ -7,7 +7,7 @@ POST /cds-services/<id> reads the body (`protocol`) and hands it to the one requ
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cds_hooks import observability, protocol
 from cds_hooks.errors import NotFound
@@ -34,7 +34,7 @@ def blueprint() -> Blueprint:
         protocol.check_content_type(request.mimetype)
         body = protocol.parse_json(request.get_data(cache=False))
         observability.note_request(body)
-        result = call_service(declared, body, _runtime())
+        result = call_service(declared, body, _runtime(), g.get("client_claims"))
         observability.note_result(result)  # one log line and the metrics, after the response
         return jsonify(result.response)
 

@@ -126,7 +126,8 @@ def _first_breach(value: Any, scan_strings: bool, long_strings: bool) -> _Breach
     kind = type(value)
     if kind is not dict and kind is not list:
         return _string_breach(None, None, value, scan_strings, long_strings)
-    level, depth, total, keys = [value], 0, 0, set()
+    level, depth, total = [value], 0, 0
+    keys: set[str] = set()
     while level:
         depth += 1
         if depth > MAX_DEPTH:

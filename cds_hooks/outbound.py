@@ -322,7 +322,9 @@ class PolicyAdapter(HTTPAdapter):
             target = parse(request.url)
         except UnsafeURL as error:
             raise requests.exceptions.InvalidURL(str(error), request=request) from None
-        if kwargs.get("proxies") and requests.utils.select_proxy(request.url, kwargs["proxies"]):
+        if kwargs.get("proxies") and requests.utils.select_proxy(
+            str(request.url), kwargs["proxies"]
+        ):
             # The proxy connects, not us: check what the name resolves to here, at least.
             self.destinations.resolve(target.host, target.port)
         return super().send(request, *args, **kwargs)

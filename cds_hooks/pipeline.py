@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from cds_hooks import protocol
-from cds_hooks.auth import Verifier
+from cds_hooks.auth import Claims, Verifier
 from cds_hooks.cards import Finding
-from cds_hooks.engine import evaluate
+from cds_hooks.engine import Evaluation, evaluate, triggers
 from cds_hooks.errors import BadRequest
 from cds_hooks.fhir.resolver import client_for, fetch_needed, resolve
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.record import PatientRecord, build_record
+from cds_hooks.record import PatientRecord, build_drafts, build_record
 from cds_hooks.services import Service
-from cds_hooks.store import CallAudit, Candidate, Store
+from cds_hooks.store import CallAudit, Caller, Candidate, Store
 
 if TYPE_CHECKING:
     from cds_hooks.settings import Settings
@@ -46,6 +46,10 @@ class Runtime:
     store: Store | None = None  # audit, feedback, repeat suppression (docs/storage.md)
     verifier: Verifier | None = None  # client JWT check; None: auth off (docs/security.md)
 
+    def __post_init__(self) -> None:
+        # The rules' trigger sets, resolved (and checked) at start: the fast exit's one source.
+        triggers(self.knowledge)
+
 
 @dataclass
 class CallResult:
@@ -55,13 +59,21 @@ class CallResult:
     skipped: list[str] = field(default_factory=list)
     drafts: list[str] = field(default_factory=list)
     suppressed: dict[str, str] = field(default_factory=dict)  # card uuid -> why (not shown)
+    # The suppressed cards themselves, in order: {"card", "why", "earlier": the card's uuid it
+    # repeats} (the preview shows them folded).
+    held_back: list[dict[str, Any]] = field(default_factory=list)
 
 
-def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
-    """Answer a hook call; with a store, audit it (failures too) and drop repeated cards."""
+def call_service(
+    service: Service, body: Any, runtime: Runtime, caller: Claims | None = None
+) -> CallResult:
+    """Answer a hook call; with a store, audit it (failures too) and drop repeated cards.
+
+    `caller` is the verified client JWT's claims (None when authentication is off).
+    """
     started, called_at = time.perf_counter(), runtime.clock()
     try:
-        return _call_service(service, body, runtime, started, called_at)
+        return _call_service(service, body, runtime, started, called_at, caller)
     except Exception as error:
         if runtime.store is not None:
             call = _call_audit(service, body, started, called_at)
@@ -71,7 +83,12 @@ def call_service(service: Service, body: Any, runtime: Runtime) -> CallResult:
 
 
 def _call_service(
-    service: Service, body: Any, runtime: Runtime, started: float, called_at: datetime
+    service: Service,
+    body: Any,
+    runtime: Runtime,
+    started: float,
+    called_at: datetime,
+    caller: Claims | None,
 ) -> CallResult:
     protocol.validate(body, service.hook, service.drafts_field)
     fhir = runtime.settings.fhir
@@ -98,10 +115,26 @@ def _call_service(
         for key, reason in data.failures.items()
         if data.sources.get(key) == "failed"
     }
-    record = build_record(
-        service, body["context"], data.resources, data.medications, unavailable, runtime.knowledge
-    )
-    result = evaluate(record, runtime.knowledge, runtime.clock())
+    knowledge = runtime.knowledge
+    drafts = build_drafts(service, body["context"], data.resources, data.medications, knowledge)
+    targets = [o for o in drafts if o.selected]
+    # An order nothing identifies could be anything a rule is about: it is named, not skipped.
+    if triggers(knowledge).relevant(targets) or not all(o.identified for o in targets):
+        record = build_record(
+            service,
+            body["context"],
+            data.resources,
+            data.medications,
+            unavailable,
+            knowledge,
+            drafts,
+        )
+        result = evaluate(record, knowledge, runtime.clock())
+    else:
+        # Fast exit: no targeted draft is in any rule's trigger set, so no rule would run
+        # (engine.evaluate gates on the same keys); the rest of the record is never built.
+        record = PatientRecord(service.hook, None, [], drafts, [], [], [], dict(unavailable))
+        result = Evaluation()
     pairs = result.carded(runtime.knowledge)
     call = CallResult(
         response={"cards": [card for _finding, card in pairs]},
@@ -114,10 +147,18 @@ def _call_service(
         audit = _call_audit(service, body, started, called_at)
         audit.sources, audit.drafts = call.sources, call.drafts
         audit.fired, audit.skipped = call.fired, call.skipped
-        candidates = _candidates(runtime.store, audit.patient_id, record, pairs)
+        # Suppression is scoped to who called (issuer, tenant, fhirServer origin): issue 10.
+        scope = Caller.of(caller, body.get("fhirServer"))
+        candidates = _candidates(runtime.store, audit.patient_id, record, pairs, scope)
         suppressed = _audit(runtime.store, audit, candidates)
         call.suppressed = {uuid: why for uuid, (why, _earlier) in suppressed.items()}
-        call.response["cards"] = [c for c in call.response["cards"] if c["uuid"] not in suppressed]
+        cards = call.response["cards"]
+        call.held_back = [
+            {"card": c, "why": suppressed[c["uuid"]][0], "earlier": suppressed[c["uuid"]][1]}
+            for c in cards
+            if c["uuid"] in suppressed
+        ]
+        call.response["cards"] = [c for c in cards if c["uuid"] not in suppressed]
     return call
 
 
@@ -139,6 +180,7 @@ def _candidates(
     patient_id: str | None,
     record: PatientRecord,
     pairs: list[tuple[Finding | None, dict[str, Any]]],
+    caller: Caller,
 ) -> list[Candidate]:
     orders = {o.ref: o for o in record.drafts}
     candidates = []
@@ -156,10 +198,12 @@ def _candidates(
                         finding.card,
                         order,
                         _about(finding),
+                        caller,
                     )
                     if finding and order and patient_id
                     else None
                 ),
+                client=caller.client,
             )
         )
     return candidates

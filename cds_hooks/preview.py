@@ -1,15 +1,19 @@
 """Card preview page at /preview: pick a fixture scenario or paste a hook request, see its cards.
 
-A local tool for integration engineers (`CDS_PREVIEW=true`; off by default). It is read-only: it
-runs the same `call_service` path as a hook call, without the store (nothing audited, no repeat
-suppression, nothing written). It does not take the hook authentication, and a pasted request
-with a `fhirServer` makes this service fetch from that server, so never turn it on where
-untrusted users can reach the service.
+A local tool for integration engineers (`CDS_PREVIEW=true`; off by default). It runs the same
+`call_service` path as a hook call. With `"record": true` the call is a real one: audited, with
+repeat suppression, so that the page can post CDS Hooks feedback to the service's own feedback
+endpoint and show what the next call holds back and why; without it nothing is written. It does
+not take the hook authentication, and a pasted request with a `fhirServer` makes this service
+fetch from that server, so never turn it on where untrusted users can reach the service.
 
     GET  /preview                        the page (static HTML + one script, no build step)
-    GET  /preview/api/scenarios          fixture scenarios and the services
+    GET  /preview/api/scenarios          fixture scenarios, the services, the suppression windows
     GET  /preview/api/scenarios/<name>   a scenario's request.json and expected.json
-    POST /preview/api/cards              {"request": hook request, "service"?: id, "now"?: ISO}
+    POST /preview/api/cards              {"request": hook request, "service"?: id, "now"?: ISO,
+                                          "record"?: bool}: the cards, and those held back
+    POST /preview/api/next               the same body: what the next call would hold back and
+                                          why (decided as a call would, nothing written)
 """
 
 from __future__ import annotations
@@ -17,18 +21,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select
 
 from cds_hooks import protocol
 from cds_hooks.config import boolean, path, setting
 from cds_hooks.errors import BadRequest, NotFound
 from cds_hooks.fhir.read import parse_datetime
-from cds_hooks.pipeline import call_service
+from cds_hooks.pipeline import CallResult, Runtime, call_service
 from cds_hooks.services import BY_ID, SERVICES, Service
+from cds_hooks.store import CallAudit, Candidate, Store
+from cds_hooks.store.db import cards as card_table
+from cds_hooks.store.db import feedback as feedback_table
+from cds_hooks.store.suppression import OVERRIDDEN, SELECT_SIGN, decide
 
 STATIC = Path(__file__).parent / "static"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -103,7 +114,93 @@ def service_for(body: Any, service_id: str | None) -> Service:
     return found
 
 
-_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+class DryRunStore(Store):
+    """The app's store deciding what a call would suppress, as `Store.audit_call` does, but
+    writing nothing: what the page shows as "the next call would not show"."""
+
+    def __init__(self, store: Store):  # shares the store's engine and settings; no migration
+        self.engine = store.engine
+        self.patients = store.patients
+        self.suppression = store.suppression
+        self.keep_comments = store.keep_comments
+        self.replay = store.replay
+
+    def audit_call(
+        self, call: CallAudit, candidates: Sequence[Candidate] = ()
+    ) -> dict[str, tuple[str, str]]:
+        if not candidates or not call.patient_id:
+            return {}
+        with self.engine.connect() as conn:
+            return decide(conn, call.hook or "", candidates, self.suppression, call.called_at)
+
+
+def _hours(window: timedelta) -> str:
+    hours = window.total_seconds() / 3600
+    return f"{hours:g} h" if hours >= 1 else f"{window.total_seconds() / 60:g} min"
+
+
+def because(store: Store, why: str, earlier: str | None) -> str:
+    """Why a card is held back, in words: the earlier card, its feedback, the window."""
+    settings = store.suppression
+    if why == OVERRIDDEN:
+        row = None
+        if earlier:
+            with store.engine.connect() as conn:
+                row = conn.execute(
+                    select(
+                        feedback_table.c.reason_display,
+                        feedback_table.c.reason_code,
+                        feedback_table.c.user_comment,
+                        feedback_table.c.received_at,
+                    )
+                    .where(
+                        feedback_table.c.card_uuid == earlier,
+                        feedback_table.c.outcome == "overridden",
+                    )
+                    .order_by(feedback_table.c.received_at.desc())
+                    .limit(1)
+                ).first()
+        reason = ""
+        if row is not None:
+            named = row.reason_display or row.reason_code
+            reason = f" with the reason \u201c{named}\u201d" if named else ""
+            if row.user_comment:
+                reason += f" (comment: \u201c{row.user_comment[:200]}\u201d)"
+            reason += f" at {row.received_at:%Y-%m-%d %H:%M} UTC"
+        return (
+            f"The clinician overrode this card{reason}: for the same patient and unchanged order "
+            f"it stays quiet for {_hours(settings.overridden_window)} "
+            "(CDS_SUPPRESS_OVERRIDDEN_HOURS). Critical cards are never held back."
+        )
+    if why == SELECT_SIGN:
+        shown = None
+        if earlier:
+            with store.engine.connect() as conn:
+                shown = conn.execute(
+                    select(card_table.c.shown_at).where(card_table.c.uuid == earlier)
+                ).scalar()
+        when = f" at {shown:%Y-%m-%d %H:%M} UTC" if shown else ""
+        return (
+            f"order-select already showed this card{when} for the same unchanged order; order-sign "
+            f"does not repeat it within {_hours(settings.select_sign_window)} "
+            "(CDS_SUPPRESS_SELECT_SIGN, CDS_SELECT_SIGN_WINDOW_MINUTES)."
+        )
+    return f"held back ({why})"
+
+
+def _held_back(store: Store, result: CallResult) -> list[dict[str, Any]]:
+    return [
+        {**held, "because": because(store, held["why"], held.get("earlier"))}
+        for held in result.held_back
+    ]
+
+
+_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 
 
 def _asset(name: str) -> Response:
@@ -130,16 +227,25 @@ def blueprint() -> Blueprint:
 
     @bp.get("/static/<name>")
     def static(name: str) -> Response:
-        if name not in {"preview.js", "preview.css"}:
+        if name not in {"preview.js", "preview.css", "favicon.svg"}:
             raise NotFound("no such file")
         return _asset(name)
 
     @bp.get("/api/scenarios")
     def list_scenarios() -> Response:
         services = [{"id": s.id, "hook": s.hook, "title": s.title} for s in SERVICES]
-        return jsonify(
-            {"fixtures": str(fixtures_dir()), "scenarios": scenarios(), "services": services}
+        # Names only: the folder the fixtures come from is this machine's business.
+        store = current_app.extensions["cds_hooks"].store
+        suppression = (
+            {
+                "overridden_hours": store.suppression.overridden_window.total_seconds() / 3600,
+                "select_sign": store.suppression.select_sign,
+                "select_sign_minutes": store.suppression.select_sign_window.total_seconds() / 60,
+            }
+            if store is not None
+            else None
         )
+        return jsonify({"scenarios": scenarios(), "services": services, "suppression": suppression})
 
     @bp.get("/api/scenarios/<name>")
     def scenario(name: str) -> Response:
@@ -156,29 +262,18 @@ def blueprint() -> Blueprint:
 
     @bp.post("/api/cards")
     def cards() -> Response:
-        # The same parser and limits as the hook endpoints: depth, sizes, duplicate keys.
-        payload = protocol.parse_json(request.get_data(cache=False))
-        if not isinstance(payload, dict) or not isinstance(payload.get("request"), dict):
-            raise BadRequest('send {"request": <a hook request>, "service"?: id, "now"?: time}')
-        body = payload["request"]
-        requested = payload.get("service")
-        if requested is not None and not isinstance(requested, str):
-            raise BadRequest("service must be a service id (a string)")
-        service = service_for(body, requested or None)
-        # Read-only: no store, so nothing is audited and no card is suppressed as a repeat.
-        runtime = dataclasses.replace(current_app.extensions["cds_hooks"], store=None)
-        now = payload.get("now")
-        if now:
-            fixed = parse_datetime(now) if isinstance(now, str) else None
-            if fixed is None:
-                raise BadRequest("now must be an ISO 8601 date or date-time")
-            runtime = dataclasses.replace(runtime, clock=lambda: fixed)
+        service, body, runtime, record = _call_of(request.get_data(cache=False))
+        store = runtime.store
+        if not record:  # nothing audited, no card suppressed as a repeat
+            runtime = dataclasses.replace(runtime, store=None)
         result = call_service(service, body, runtime)
         return jsonify(
             {
                 "service": service.id,
                 "now": runtime.clock().isoformat(),
+                "recorded": runtime.store is not None,
                 **result.response,
+                "held_back": _held_back(store, result) if store and runtime.store else [],
                 "sources": result.sources,
                 "fired": result.fired,
                 "skipped": result.skipped,
@@ -186,4 +281,58 @@ def blueprint() -> Blueprint:
             }
         )
 
+    @bp.post("/api/next")
+    def next_call() -> Response:
+        service, body, runtime, _record = _call_of(request.get_data(cache=False))
+        store = runtime.store
+        if store is None:
+            raise NotFound("this service keeps no store: nothing is ever held back")
+        result = call_service(service, body, dataclasses.replace(runtime, store=DryRunStore(store)))
+        return jsonify(
+            {
+                "service": service.id,
+                "shown": [_brief(c) for c in result.response["cards"]],
+                "held_back": [
+                    {**_brief(h["card"]), "why": h["why"], "because": h["because"]}
+                    for h in _held_back(store, result)
+                ],
+            }
+        )
+
     return bp
+
+
+def _brief(card: dict[str, Any]) -> dict[str, Any]:
+    topic = (card.get("source") or {}).get("topic") or {}
+    return {
+        "uuid": card.get("uuid"),
+        "rule": topic.get("code"),
+        "indicator": card.get("indicator"),
+        "summary": card.get("summary"),
+    }
+
+
+def _call_of(raw: bytes) -> tuple[Service, Any, Runtime, bool]:
+    """The service, hook request, runtime (clock at `now`) and record flag of a preview call."""
+    # The same parser and limits as the hook endpoints: depth, sizes, duplicate keys.
+    payload = protocol.parse_json(raw)
+    if not isinstance(payload, dict) or not isinstance(payload.get("request"), dict):
+        raise BadRequest(
+            'send {"request": <a hook request>, "service"?: id, "now"?: time, "record"?: bool}'
+        )
+    body = payload["request"]
+    requested = payload.get("service")
+    if requested is not None and not isinstance(requested, str):
+        raise BadRequest("service must be a service id (a string)")
+    record = payload.get("record", False)
+    if not isinstance(record, bool):
+        raise BadRequest("record must be true or false")
+    service = service_for(body, requested or None)
+    runtime: Runtime = current_app.extensions["cds_hooks"]
+    now = payload.get("now")
+    if now:
+        fixed = parse_datetime(now) if isinstance(now, str) else None
+        if fixed is None:
+            raise BadRequest("now must be an ISO 8601 date or date-time")
+        runtime = dataclasses.replace(runtime, clock=lambda: fixed)
+    return service, body, runtime, record

@@ -1,7 +1,7 @@
 """The patient record as the rules see it: resources indexed once per request, orders normalised.
 
 Built from the hook's draft orders and the resolved prefetch/fetched data. FHIR stays plain
-dicts (CONVENTIONS.md item 7); each MedicationRequest is read once into a `MedOrder` that knows
+dicts (docs/conventions.md); each MedicationRequest is read once into a `MedOrder` that knows
 its drug keys, route and name, so rules never re-parse codes.
 """
 
@@ -132,32 +132,18 @@ class PatientRecord:
         return [c for c in self.conditions if c.keys & wanted]
 
 
-def build_record(
+def build_drafts(
     service: Service,
     context: Mapping[str, Any],
     resources: Mapping[str, list],
     medications: Mapping[str, Mapping],
-    unavailable: Mapping[str, str],
     knowledge: Knowledge,
-) -> PatientRecord:
-    """Index the request's drafts and the patient's resources for the rules."""
+) -> list[MedOrder]:
+    """The hook's draft orders, read once (the pipeline's fast exit needs only these)."""
     draft_resources = bundle_resources(context.get(service.drafts_field))
-    meds = dict(medications)
-    for res in draft_resources:
-        if res.get("resourceType") == "Medication" and (ref := ref_of(res)):
-            meds.setdefault(ref, res)
+    meds = _medications(draft_resources, resources, medications)
     selections = set(as_list(context.get("selections")))
-
-    by_type: dict[str, dict[str, Mapping]] = {}
-    for key_resources in resources.values():
-        for res in key_resources:
-            if isinstance(res, dict):
-                rtype = res.get("resourceType")
-                by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
-    for ref, med in by_type.get("Medication", {}).items():
-        meds.setdefault(ref, med)
-
-    drafts = [
+    return [
         _med_order(
             r,
             meds,
@@ -169,6 +155,27 @@ def build_record(
         for r in draft_resources
         if r.get("resourceType") == "MedicationRequest"
     ]
+
+
+def build_record(
+    service: Service,
+    context: Mapping[str, Any],
+    resources: Mapping[str, list],
+    medications: Mapping[str, Mapping],
+    unavailable: Mapping[str, str],
+    knowledge: Knowledge,
+    drafts: list[MedOrder] | None = None,
+) -> PatientRecord:
+    """Index the request's drafts (unless given, from `build_drafts`) and the patient's data."""
+    if drafts is None:
+        drafts = build_drafts(service, context, resources, medications, knowledge)
+    meds = _medications(bundle_resources(context.get(service.drafts_field)), resources, medications)
+    by_type: dict[Any, dict[str, Mapping]] = {}  # keyed by resourceType as sent
+    for key_resources in resources.values():
+        for res in key_resources:
+            if isinstance(res, dict):
+                rtype = res.get("resourceType")
+                by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
     history = [
         _med_order(r, meds, knowledge, draft=False, selected=False)
         for r in by_type.get("MedicationRequest", {}).values()
@@ -186,6 +193,28 @@ def build_record(
         unavailable=dict(unavailable),
         condition_index={c.ref: c for c in all_conditions},
     )
+
+
+def _medications(
+    draft_resources: Iterable[Mapping],
+    resources: Mapping[str, list],
+    medications: Mapping[str, Mapping],
+) -> dict[str, Mapping]:
+    """Medication resources by reference: the resolver's, then the drafts' bundle's, then the
+    record's (the first source that has a reference wins)."""
+    meds = dict(medications)
+    for res in draft_resources:
+        ref = ref_of(res)
+        if res.get("resourceType") == "Medication" and ref:
+            meds.setdefault(ref, res)
+    on_record: dict[str, Mapping] = {}  # the last one of an id, as the record index keeps it
+    for key_resources in resources.values():
+        for res in key_resources:
+            if isinstance(res, dict) and res.get("resourceType") == "Medication":
+                on_record[ref_of(res) or str(id(res))] = res
+    for ref, med in on_record.items():
+        meds.setdefault(ref, med)
+    return meds
 
 
 def _selectable(observations: Iterable[Mapping], knowledge: Knowledge) -> list[Mapping]:

@@ -313,12 +313,13 @@ class Terminology:
         :meth:`in_valueset`, aliases normalised.
         """
         self._known(keys)
-        if not isinstance(concept, Mapping):
-            return None
-        for coding in concept.get("coding") if isinstance(concept.get("coding"), list) else ():
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        for coding in codings if isinstance(codings, list) else ():
             if not isinstance(coding, Mapping):
                 continue
             system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            if not isinstance(system, str) or not isinstance(code, str):
+                continue
             if not self.keys_for_coding(system, code).isdisjoint(keys):
                 shown = display if isinstance(display, str) and display.strip() else None
                 return system, code, shown

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding, card_for
-from cds_hooks.engine import evaluate
+from cds_hooks.engine import Evaluation, evaluate
 from cds_hooks.record import build_record
 from cds_hooks.rules import RULES, Rule
 from cds_hooks.services import BY_ID
@@ -56,6 +57,7 @@ def test_unavailable_data_keeps_the_data_wording(knowledge):
 
 
 def test_the_card_edge_drops_only_the_invalid_suggestion(knowledge, caplog):
+    caplog.set_level("WARNING", logger="cds_hooks")  # whatever level an earlier app left
     record = record_for(knowledge)
     order = record.drafts[0]
     bad = suggestions.replace(
@@ -69,7 +71,8 @@ def test_the_card_edge_drops_only_the_invalid_suggestion(knowledge, caplog):
         (),
         (bad, suggestions.cancel(order)),
     )
-    card = card_for(finding, knowledge)
+    with caplog.at_level(logging.WARNING, logger="cds_hooks"):  # whatever an app set before
+        card = card_for(finding, knowledge)
     assert card["indicator"] == "critical"  # the finding's indicator, whatever the suggestions
     assert [s["actions"][0]["type"] for s in card["suggestions"]] == ["delete"]
     assert "suggestion 'taper' dropped" in caplog.text
@@ -83,3 +86,28 @@ def test_a_valid_suggestion_leaves_validated(knowledge):
     (suggestion,) = card_for(finding, knowledge)["suggestions"]
     resource = suggestion["actions"][0]["resource"]
     assert resource["resourceType"] == "MedicationRequest" and resource["id"] == "d1"
+
+
+def test_cards_come_most_severe_first_in_rule_order(knowledge):
+    """Issue 14: critical, then warning, then info; ties keep the rules' order."""
+    record = record_for(knowledge)
+    order = record.drafts[0]
+    facts = {"order": order.label()}
+    result = Evaluation(
+        findings=[
+            Finding("BAC-DOSE", "adverse", order.ref, facts),  # info
+            Finding("BAC-DOSE", "over_max", order.ref, facts),  # warning
+            Finding("BAC-INDICATION", "no_indication", order.ref, facts),  # info
+            Finding("BAC-TAPER", "stop_itb", order.ref, facts),  # critical
+        ],
+        failed=["BAC-RENAL"],
+    )
+    cards = result.cards(knowledge)
+    assert [c["indicator"] for c in cards] == ["critical", "warning", "info", "info", "info"]
+    assert [c["source"]["topic"]["code"] for c in cards] == [
+        "BAC-TAPER",
+        "BAC-DOSE",
+        "BAC-DOSE",
+        "BAC-INDICATION",
+        "CHECK-FAILED",
+    ]

@@ -457,7 +457,7 @@ def test_hook_path_on_mutated_requests_never_answers_5xx(client, changes):
 @given(mutations)
 def test_rules_on_any_record_raise_nothing(knowledge, changes):
     """Rules straight on records built from mutated resources (no engine safety net)."""
-    from cds_hooks.engine import RuleContext
+    from cds_hooks.rules.context import RuleContext
 
     body = _mutate(BASE_BODY, changes)
     service = BY_ID["antispasticity-order-select"]

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_hooks import create_app
-from cds_hooks.engine import RuleContext
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.record import build_record
 from cds_hooks.rules import itb_contraindication, itb_pathway
+from cds_hooks.rules.context import RuleContext
 from cds_hooks.services import BY_ID
 from tests.conftest import NOW
 from tests.factories import (

@@ -158,3 +158,76 @@ def test_preview_api_refuses_odd_bodies_with_4xx(knowledge, tmp_path, raw):
         "/preview/api/cards", data=raw, content_type="application/json"
     )
     assert 400 <= response.status_code < 500
+
+
+def test_scenarios_name_no_filesystem_path(client, fixtures):
+    text = client.get("/preview/api/scenarios").get_data(as_text=True)
+    assert str(fixtures) not in text and "/tmp" not in text
+    assert client.get("/preview/api/scenarios").get_json()["suppression"]["overridden_hours"] == 24
+
+
+def test_favicon(client):
+    icon = client.get("/preview/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert b'rel="icon"' in client.get("/preview").data
+
+
+def _count(app, table) -> int:
+    from sqlalchemy import func, select
+
+    with app.extensions["cds_hooks"].store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar()
+
+
+def test_record_feedback_then_the_card_is_held_back_with_the_reason(tmp_path, fixtures, knowledge):
+    from cds_hooks.store.db import cards, hook_calls
+
+    # The service's own clock (feedback time) runs after the scenario's `now`, as in real use.
+    config = {"PREVIEW": True, "FIXTURES_DIR": str(fixtures), "DATA_DIR": str(tmp_path)}
+    app = create_app({**config, "KNOWLEDGE": knowledge})
+    client = app.test_client()
+    recorded = client.post(
+        "/preview/api/cards", json={"request": hook_request(), "now": NOW, "record": True}
+    ).get_json()
+    assert recorded["recorded"] is True and recorded["held_back"] == []
+    card = recorded["cards"][0]
+    assert _count(app, hook_calls) == 1 and _count(app, cards) == len(recorded["cards"])
+    # Asking what the next call would hold back writes nothing.
+    nothing = client.post("/preview/api/next", json={"request": hook_request(), "now": NOW})
+    assert nothing.get_json()["held_back"] == []
+    assert _count(app, hook_calls) == 1
+    reason = card["overrideReasons"][1]
+    feedback = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "overrideReason": {"reason": reason, "userComment": "seen in clinic"},
+                "outcomeTimestamp": "2026-11-21T12:01:00Z",
+            }
+        ]
+    }
+    answer = client.post("/cds-services/antispasticity-order-select/feedback", json=feedback)
+    assert answer.status_code == 200
+    upcoming = client.post("/preview/api/next", json={"request": hook_request(), "now": NOW})
+    held = upcoming.get_json()["held_back"]
+    assert [h["rule"] for h in held] == [card["source"]["topic"]["code"]]
+    assert reason["display"] in held[0]["because"] and "seen in clinic" in held[0]["because"]
+    assert _count(app, hook_calls) == 1
+    again = client.post(
+        "/preview/api/cards", json={"request": hook_request(), "now": NOW, "record": True}
+    ).get_json()
+    assert [c["uuid"] for c in again["cards"]] == [
+        c["uuid"] for c in again["cards"] if c["summary"] != card["summary"]
+    ]
+    assert [h["card"]["summary"] for h in again["held_back"]] == [card["summary"]]
+    assert again["held_back"][0]["why"] == "overridden"
+    # Not recorded: the same request shows every card, and nothing more is written.
+    plain = client.post("/preview/api/cards", json={"request": hook_request(), "now": NOW})
+    assert card["summary"] in [c["summary"] for c in plain.get_json()["cards"]]
+    assert _count(app, hook_calls) == 2
+
+
+def test_record_must_be_a_boolean(client):
+    answer = client.post("/preview/api/cards", json={"request": hook_request(), "record": "yes"})
+    assert answer.status_code == 400 and "record" in answer.get_json()["message"]

@@ -102,7 +102,7 @@ def public_jwk(private: Any) -> dict[str, Any]:
     public = private.public_key()
     if isinstance(private, ec.EllipticCurvePrivateKey):
         jwk: dict[str, Any] = ECAlgorithm.to_jwk(public, as_dict=True)
-        members = ("crv", "kty", "x", "y")
+        members: tuple[str, ...] = ("crv", "kty", "x", "y")
     else:
         jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
         members = ("e", "kty", "n")

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         report = store.report(start, last + timedelta(days=1))
     finally:
         store.close()
+    if report.truncated and args.format != "text":
+        print(f"cds-hooks report: {_window(report)}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     elif args.format == "csv":
@@ -90,8 +92,18 @@ def _reasons(reasons: dict[str, int]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in reasons.items())
 
 
+def _window(report) -> str:
+    """What the audit still holds (AUDIT_RETENTION_DAYS), and whether the range starts before."""
+    kept = f"the audit keeps {report.retention_days} days (since {report.kept_since.date()})"
+    if report.truncated:
+        return f"{kept}; days before that are past retention and not counted"
+    return kept
+
+
 def _text(report) -> None:
     print(f"Card outcomes {report.start.date()} to {(report.end - timedelta(days=1)).date()} (UTC)")
+    if report.kept_since is not None:
+        print(_window(report)[0].upper() + _window(report)[1:])
     header = ("rule", "shown", "accepted", "overridden", "no feedback", "override rate")
     rows = [
         (
@@ -119,6 +131,11 @@ def _text(report) -> None:
             print(f"{r.rule_id}: {r.suppressed} repeat card(s) suppressed")
     if report.unknown_card_feedback:
         print(f"feedback for unknown card uuids: {report.unknown_card_feedback}")
+    if report.other_caller_feedback:
+        print(
+            f"feedback from another client than the card's recipient (not counted): "
+            f"{report.other_caller_feedback}"
+        )
 
 
 def _csv(report) -> None:

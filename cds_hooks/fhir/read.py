@@ -1,7 +1,7 @@
 """Small typed readers over FHIR resources kept as plain dicts (the hot path never builds models).
 
 Every reader tolerates imperfect FHIR: a missing or wrongly typed field reads as "absent", never as
-an exception, because EHRs send what they send (CONVENTIONS.md item 7).
+an exception, because EHRs send what they send (docs/conventions.md).
 """
 
 from __future__ import annotations

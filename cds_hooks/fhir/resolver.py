@@ -257,11 +257,11 @@ def resolve(
     if client is not None:
         for key, bundle in to_follow.items():
             try:
-                result: list[dict] | FhirError = client.follow_pages(bundle, deadline)
+                pages: list[dict] | FhirError = client.follow_pages(bundle, deadline)
             except FhirError as exc:
-                result = exc
+                pages = exc
             # Half a search reads as "nothing there" to a rule: treat it as not available.
-            _record(data, key, result, PREFETCH)
+            _record(data, key, pages, PREFETCH)
 
     _resolve_medications(data, request, client, deadline)
     return data
@@ -301,9 +301,9 @@ def _resolve_medications(
                 index(None, resource)
     for bundle in [*drafts, *prefetched]:
         for entry in as_list(as_dict(bundle).get("entry")):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
-                index(text(entry.get("fullUrl")), resource)
+            item = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(item, dict) and item.get("resourceType") == "Medication":
+                index(text(entry.get("fullUrl")), item)
 
     orders = [
         r
@@ -331,8 +331,8 @@ def _resolve_medications(
     by_local = {ref: client.relative_reference(ref) or ref for ref in wanted}
     read = client.read_all(dict.fromkeys(by_local.values()), deadline)
     for ref, local in by_local.items():
-        resource = read.get(local)
-        if resource is None or resource.get("resourceType") != "Medication":
+        medication = read.get(local)
+        if medication is None or medication.get("resourceType") != "Medication":
             continue
-        found.setdefault(local, resource)
-        found.setdefault(ref, resource)  # absolute references are looked up as written
+        found.setdefault(local, medication)
+        found.setdefault(ref, medication)  # absolute references are looked up as written

@@ -2,7 +2,9 @@
 
 Nothing clinical is a literal in code: thresholds, indicators, wording and citations live in
 `rules/<family>.json` (validated against `settings.schema.json`, unknown keys fail), value sets in
-`valuesets/` (FHIR ValueSet JSON with per-code provenance), shared settings in `common.json`.
+`valuesets/` (FHIR ValueSet JSON with per-code provenance), shared settings in `common.json`, and
+every cited source with its locator and reviewed facts in `sources.json`: a rule citation names a
+source and the facts it relies on, and its label, sections and URL are filled from there.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class RuleSettings:
     family: str
     family_version: str
     title: str
-    citations: tuple[Mapping[str, str], ...]
+    citations: tuple[Mapping[str, Any], ...]
     settings: Mapping[str, Any]
     value_sets: Mapping[str, tuple[str, ...]]
     cards: Mapping[str, CardText]
@@ -77,6 +79,7 @@ class Knowledge:
         common = json.loads((directory / "common.json").read_text(encoding="utf-8"))
         schema = json.loads((directory / "settings.schema.json").read_text(encoding="utf-8"))
         validator = Draft202012Validator(schema)
+        sources = load_sources(directory)
         rules: dict[str, RuleSettings] = {}
         for path in sorted((directory / "rules").glob("*.json")):
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -86,7 +89,10 @@ class Knowledge:
             for rule_id, raw in data["rules"].items():
                 if rule_id in rules:
                     raise KnowledgeError(f"{path.name}: rule {rule_id} is defined twice")
-                rules[rule_id] = _rule(rule_id, data, raw)
+                try:
+                    rules[rule_id] = _rule(rule_id, data, raw, sources)
+                except KeyError as error:
+                    raise KnowledgeError(f"{path.name}: {rule_id}: {error.args[0]}") from None
         knowledge = cls(common, rules, terminology)
         knowledge.check()
         return knowledge
@@ -121,7 +127,41 @@ class Knowledge:
                             raise KnowledgeError(f"{rule.id}/{card_name}: bad field {field!r}")
 
 
-def _rule(rule_id: str, family: Mapping[str, Any], raw: Mapping[str, Any]) -> RuleSettings:
+def load_sources(directory: Path = HERE) -> dict[str, dict[str, Any]]:
+    """The cited sources by id (`sources.json`): locator, reviewed facts and verdicts."""
+    path = directory / "sources.json"
+    return json.loads(path.read_text(encoding="utf-8"))["sources"] if path.exists() else {}
+
+
+def resolve_citation(
+    citation: Mapping[str, Any], sources: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """A citation as a card shows it: the source's title and the sections of the cited facts,
+    and its URL. A citation without `source` (a free label) is returned as written."""
+    if "source" not in citation:
+        return dict(citation)
+    source = sources.get(citation["source"])
+    if source is None:
+        raise KeyError(f"citation names unknown source {citation['source']!r}")
+    sections: list[str] = []
+    for fact_id in citation["facts"]:
+        fact = source["facts"].get(fact_id)
+        if fact is None:
+            raise KeyError(f"fact {fact_id!r} is not in the reviewed list of {citation['source']}")
+        if fact["section"] not in sections:
+            sections.append(fact["section"])
+    resolved = {**citation, "label": f"{source['title']}: {'; '.join(sections)}"}
+    if source.get("url"):
+        resolved["url"] = source["url"]
+    return resolved
+
+
+def _rule(
+    rule_id: str,
+    family: Mapping[str, Any],
+    raw: Mapping[str, Any],
+    sources: Mapping[str, Mapping[str, Any]],
+) -> RuleSettings:
     cards = {
         name: CardText(c["indicator"], c["summary"], c["detail"], c.get("suggestions", {}))
         for name, c in raw["cards"].items()
@@ -131,7 +171,7 @@ def _rule(rule_id: str, family: Mapping[str, Any], raw: Mapping[str, Any]) -> Ru
         family=family["family"],
         family_version=family["version"],
         title=raw["title"],
-        citations=tuple(raw["citations"]),
+        citations=tuple(resolve_citation(c, sources) for c in raw["citations"]),
         settings=raw.get("settings", {}),
         value_sets={name: tuple(keys) for name, keys in raw.get("value_sets", {}).items()},
         cards=cards,

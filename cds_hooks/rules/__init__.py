@@ -1,15 +1,11 @@
-"""The rules, in the order their cards appear. Each module restates its guideline and cites it.
+"""The rules, in the order their cards appear within one indicator (critical, warning, info).
 
-A rule module defines RULE_ID, NEEDS (prefetch keys whose data it reads), TRIGGERS (drug keys of a
-targeted order that make it relevant) and `evaluate(ctx) -> Iterable[Finding]`. Rules never do I/O.
+Each module restates its guideline and cites it, and declares itself for the typed rule API in
+`cds_hooks/rules/context.py` (RULE_ID, NEEDS, TRIGGERS, `evaluate(ctx: RuleContext) ->
+list[Finding]`). Rules never do I/O. A new rule: a module here and one line in RULES.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from cds_hooks.rules import (
     antispastic_duplicate,
@@ -28,22 +24,9 @@ from cds_hooks.rules import (
     tiz_dose,
     tiz_renal,
 )
+from cds_hooks.rules.context import Rule
 
-if TYPE_CHECKING:
-    from cds_hooks.cards import Finding
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    needs: tuple[str, ...]
-    triggers: tuple[str, ...]
-    evaluate: Callable[[Any], Iterable[Finding]]
-
-    @classmethod
-    def of(cls, module: ModuleType) -> Rule:
-        return cls(module.RULE_ID, tuple(module.NEEDS), tuple(module.TRIGGERS), module.evaluate)
-
+__all__ = ["RULES", "Rule"]
 
 RULES: tuple[Rule, ...] = tuple(
     Rule.of(m)

@@ -12,17 +12,17 @@ tell whether the prescribers differ.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks.cards import Finding
 from cds_hooks.fhir.read import as_dict, reference, text
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "ANTISPASTIC-DUPLICATE"
 NEEDS = ("medications",)
-TRIGGERS = ("drug/baclofen", "drug/tizanidine")
+TRIGGERS = ("antispastics",)  # its value set in knowledge/rules/tizanidine.json
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     agents = ctx.settings.keys("antispastics")
     terminology = ctx.knowledge.terminology
     current = ctx.current
@@ -54,7 +54,8 @@ def evaluate(ctx) -> Iterator[Finding]:
             f"Order: {order.label()}" + _by(order),
             *(f"Current: {o.label()}, {o.state()}" + _by(o) for o in partners),
         )
-        yield Finding(RULE_ID, card, order.ref, facts, evidence)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, evidence))
+    return findings
 
 
 def _prescribers_differ(first, second) -> bool:

@@ -8,19 +8,19 @@ allergic reaction to baclofen in the past."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-ALLERGY"
 NEEDS = ("allergies",)
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     allergen = set(ctx.settings.keys("allergen"))
     terminology = ctx.knowledge.terminology
     allergies = []
@@ -32,20 +32,23 @@ def evaluate(ctx) -> Iterator[Finding]:
         if keys & allergen:
             allergies.append(allergy)
     if not allergies:
-        return
+        return findings
     # A true allergy outranks an intolerance (type intolerance, or low criticality) on record.
     true_allergies = [a for a in allergies if not _intolerance(a)]
     card = "allergy" if true_allergies else "intolerance"
     described = [_describe(a) for a in (true_allergies or allergies)]
     for order in ctx.targets("drug/baclofen"):
-        yield Finding(
-            RULE_ID,
-            card,
-            order.ref,
-            {"order": order.label(), "allergy": described[0]},
-            (f"Order: {order.label()}", *(f"AllergyIntolerance: {d}" for d in described)),
-            (suggestions.cancel(order),),
+        findings.append(
+            Finding(
+                RULE_ID,
+                card,
+                order.ref,
+                {"order": order.label(), "allergy": described[0]},
+                (f"Order: {order.label()}", *(f"AllergyIntolerance: {d}" for d in described)),
+                (suggestions.cancel(order),),
+            )
         )
+    return findings
 
 
 def _intolerance(allergy) -> bool:

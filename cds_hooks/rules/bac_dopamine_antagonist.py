@@ -9,20 +9,20 @@ and can cause paradoxical reactions with dopamine antagonists, and interacts wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-DOPAMINE-ANTAGONIST"
 NEEDS = ("medications",)
 BACLOFEN = "drug/baclofen"
-TRIGGERS = (BACLOFEN, "drug-group/dopamine-antagonists-all")
+TRIGGERS = (BACLOFEN, "dopamine_antagonists")
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     antagonists = ctx.settings.keys("dopamine_antagonists")
-    for order in ctx.record.targets:
+    for order in ctx.targets(BACLOFEN, *antagonists):
         if order.has(BACLOFEN):
             partner_keys = antagonists
         elif order.has(*antagonists):
@@ -48,6 +48,9 @@ def evaluate(ctx) -> Iterator[Finding]:
                 for o in others
             ),
         )
-        yield Finding(
-            RULE_ID, "interaction", order.ref, facts, evidence, (suggestions.cancel(order),)
+        findings.append(
+            Finding(
+                RULE_ID, "interaction", order.ref, facts, evidence, (suggestions.cancel(order),)
+            )
         )
+    return findings

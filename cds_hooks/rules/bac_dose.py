@@ -10,19 +10,19 @@ computed (unknown unit, no frequency) gives no card: never a guess (the reason i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose
 from cds_hooks.rules.common import known_doses, order_dose, prior_orders
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-DOSE"
 NEEDS = ("medications",)
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     settings = ctx.settings
     maximum = float(settings.value("max_mg_per_day"))
     critical = maximum * float(settings.value("critical_factor"))
@@ -57,4 +57,5 @@ def evaluate(ctx) -> Iterator[Finding]:
             "start": f"{start:g}",
         }
         cancel = (suggestions.cancel(order),) if card in ("critical", "over_max") else ()
-        yield Finding(RULE_ID, card, order.ref, facts, tuple(evidence), cancel)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, tuple(evidence), cancel))
+    return findings

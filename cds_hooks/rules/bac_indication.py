@@ -20,13 +20,15 @@ from collections.abc import Iterator
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.fhir.read import as_list, concept_text, reference
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-INDICATION"
 NEEDS = ("conditions",)
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     labelled = set(ctx.settings.keys("labelled"))
     not_established = set(ctx.settings.keys("not_established"))
     not_indicated = set(ctx.settings.keys("not_indicated"))
@@ -41,13 +43,15 @@ def evaluate(ctx) -> Iterator[Finding]:
         if off_reason:
             name, keys = off_reason
             kind = "not_indicated" if keys & not_indicated else "off_label"
-            yield Finding(
-                RULE_ID,
-                f"{kind}_reason",
-                order.ref,
-                {**facts, "condition": name},
-                (f"Order: {order.label()}", f"Order reason: {name}"),
-                cancel,
+            findings.append(
+                Finding(
+                    RULE_ID,
+                    f"{kind}_reason",
+                    order.ref,
+                    {**facts, "condition": name},
+                    (f"Order: {order.label()}", f"Order reason: {name}"),
+                    cancel,
+                )
             )
             continue
         if any(keys & labelled for _name, keys in reasons) or ctx.record.conditions_in(labelled):
@@ -63,16 +67,21 @@ def evaluate(ctx) -> Iterator[Finding]:
                 f"Order: {order.label()}",
                 *(c.label() for c in ctx.record.conditions_in(off_label)),
             )
-            yield Finding(
-                RULE_ID,
-                f"{kind}_condition",
-                order.ref,
-                {**facts, "condition": first.name},
-                evidence,
-                cancel,
+            findings.append(
+                Finding(
+                    RULE_ID,
+                    f"{kind}_condition",
+                    order.ref,
+                    {**facts, "condition": first.name},
+                    evidence,
+                    cancel,
+                )
             )
         elif not reasons:
-            yield Finding(RULE_ID, "no_indication", order.ref, facts, (f"Order: {order.label()}",))
+            findings.append(
+                Finding(RULE_ID, "no_indication", order.ref, facts, (f"Order: {order.label()}",))
+            )
+    return findings
 
 
 def _reasons(order, ctx) -> Iterator[tuple[str, frozenset[str]]]:

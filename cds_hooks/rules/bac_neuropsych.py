@@ -9,16 +9,16 @@ condition is depression in remission, then inform (monitor mood).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks.cards import Finding
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-NEUROPSYCH"
 NEEDS = ("conditions",)
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     remission = set(ctx.settings.keys("remission"))
     downgradable = set(ctx.settings.keys("downgraded_by_remission"))
     serious_keys = set(ctx.settings.keys("serious"))
@@ -31,12 +31,15 @@ def evaluate(ctx) -> Iterator[Finding]:
     ]
     found, card = (serious, "serious") if serious else (in_remission, "remission")
     if not found:
-        return
+        return findings
     for order in ctx.targets("drug/baclofen"):
-        yield Finding(
-            RULE_ID,
-            card,
-            order.ref,
-            {"order": order.label(), "condition": found[0].name},
-            (f"Order: {order.label()}", *(c.label() for c in found)),
+        findings.append(
+            Finding(
+                RULE_ID,
+                card,
+                order.ref,
+                {"order": order.label(), "condition": found[0].name},
+                (f"Order: {order.label()}", *(c.label() for c in found)),
+            )
         )
+    return findings

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from cds_hooks import suggestions
@@ -51,6 +51,7 @@ from cds_hooks.fhir.read import reference as ref_of_reference
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.bac_taper import taper_request, taper_steps
 from cds_hooks.rules.common import order_dose
+from cds_hooks.rules.context import RuleContext
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,14 @@ NEEDS = ("conditions", "pregnancy")
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     evidence = [c.label() for c in ctx.record.conditions_in(ctx.settings.keys("condition"))]
     kind = "active pregnancy condition" if evidence else "pregnancy observation"
     if (line := _latest_positive(ctx)) is not None:
         evidence.append(line)
     if not evidence:
-        return
+        return findings
     for order in ctx.targets("drug/baclofen"):
         if not order.current:
             continue  # a stop is not new therapy; BAC-TAPER judges how it stops
@@ -73,15 +75,16 @@ def evaluate(ctx) -> Iterator[Finding]:
         lines = (f"Order: {order.label()}", *evidence)
         current = _current_baclofen(ctx, order)
         if current is None:
-            yield Finding(
-                RULE_ID, "pregnant", order.ref, facts, lines, (suggestions.cancel(order),)
+            findings.append(
+                Finding(RULE_ID, "pregnant", order.ref, facts, lines, (suggestions.cancel(order),))
             )
             continue
         lines = (*lines, f"Current baclofen: {current.label()}")
         if current.intrathecal or order.intrathecal:
-            yield Finding(RULE_ID, "pregnant_current_itb", order.ref, facts, lines)
+            findings.append(Finding(RULE_ID, "pregnant_current_itb", order.ref, facts, lines))
             continue
-        yield _taper_finding(ctx, order, current, facts, lines)
+        findings.append(_taper_finding(ctx, order, current, facts, lines))
+    return findings
 
 
 def _current_baclofen(ctx, order: MedOrder) -> MedOrder | None:

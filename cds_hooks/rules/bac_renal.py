@@ -13,41 +13,44 @@ doses are about 1/100 of oral ones, so ITB orders are left to ITB-PATHWAY. A val
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks.cards import Finding
 from cds_hooks.rules.common import kidney_function
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-RENAL"
 NEEDS = ("conditions", "renal", "weight")
 TRIGGERS = ("drug/baclofen",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     orders = [o for o in ctx.targets("drug/baclofen") if not o.intrathecal]
     if not orders:
-        return
+        return findings
     renal = kidney_function(ctx)
     if renal is None:
-        return
+        return findings
     card = _card(renal, ctx.settings)
     if card is None:
-        return
+        return findings
     shown = renal.describe()
     value = f"{renal.value_ml_min:g} mL/min" if renal.value_ml_min is not None else "condition"
     for order in orders:
-        yield Finding(
-            RULE_ID,
-            card,
-            order.ref,
-            {
-                "order": order.label(),
-                "renal": shown,
-                "value": value,
-                "dialysis_dose": ctx.settings.value("dialysis_mg_per_day"),
-            },
-            (f"Order: {order.label()}", f"Kidney function: {shown}"),
+        findings.append(
+            Finding(
+                RULE_ID,
+                card,
+                order.ref,
+                {
+                    "order": order.label(),
+                    "renal": shown,
+                    "value": value,
+                    "dialysis_dose": ctx.settings.value("dialysis_mg_per_day"),
+                },
+                (f"Order: {order.label()}", f"Kidney function: {shown}"),
+            )
         )
+    return findings
 
 
 def _card(renal, settings) -> str | None:

@@ -30,6 +30,7 @@ from cds_hooks.clinical.dose import Dose
 from cds_hooks.fhir import status
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.common import known_doses, order_dose
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-TAPER"
 NEEDS = ("medications",)
@@ -37,13 +38,14 @@ BACLOFEN = "drug/baclofen"
 TRIGGERS = (BACLOFEN, "drug/tizanidine")
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     # What the patient takes now: active record orders (an order on hold is not being taken).
     before = {
         o.ref: o for o in ctx.record.history if o.has(BACLOFEN) and status.order_taken(o.status)
     }
     if not before:
-        return
+        return findings
     stops = {o.ref: o for o in ctx.record.drafts if o.ref in before and _stops(o, before[o.ref])}
     after = [
         o for o in ctx.current if o.has(BACLOFEN) and o.ref not in stops and o.status != "on-hold"
@@ -52,9 +54,10 @@ def evaluate(ctx) -> Iterator[Finding]:
         old = [o for o in before.values() if o.intrathecal == intrathecal]
         new = [o for o in after if o.intrathecal == intrathecal]
         if old:
-            yield from _changes(ctx, before, stops, old, new, intrathecal)
+            findings.extend(_changes(ctx, before, stops, old, new, intrathecal))
     if not after:
-        yield from _switch(ctx, before, stops)
+        findings.extend(_switch(ctx, before, stops))
+    return findings
 
 
 def _stops(draft: MedOrder, current: MedOrder) -> bool:
@@ -155,7 +158,7 @@ def _taper_finding(
     if end and not isinstance(target, Dose):
         facts["taper"] = "lower the dose step by step over several weeks to the new dose."
         return Finding(RULE_ID, card, draft.ref, facts, evidence)
-    steps = taper_steps(dose, target, ctx.settings)
+    steps = taper_steps(dose, target if isinstance(target, Dose) else None, ctx.settings)
     days = int(ctx.settings.value("step_days"))
     facts["weeks"] = max(1, math.ceil(len(steps) * days / 7))
     facts["taper"] = "; ".join(

@@ -38,7 +38,7 @@ hypersensitivity and non-intrathecal routes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from cds_hooks import suggestions
@@ -54,6 +54,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
+from cds_hooks.rules.context import RuleContext
 from cds_hooks.terminology import system_name
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,11 @@ INR_UNITS = frozenset({"inr", "ratio", "1", ""})
 Found = tuple[str, dict[str, str], tuple[str, ...]] | None
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     orders = [o for o in ctx.targets(BACLOFEN) if o.intrathecal and _is_new_therapy(o, ctx)]
     if not orders or (ctx.settings.value("established_pump_is_not_insertion") and _pump(ctx)):
-        return
+        return findings
     checks = (_anticoagulant, _bleeding_risk, _infection, _spinal_abnormality)
     for order in orders:
         cancel = (suggestions.cancel(order),)
@@ -107,9 +109,17 @@ def evaluate(ctx) -> Iterator[Finding]:
             if found is not None:
                 card, facts, evidence = found
                 facts = {"order": order.label(), "drug": order.name, **facts}
-                yield Finding(
-                    RULE_ID, card, order.ref, facts, (f"Order: {order.label()}", *evidence), cancel
+                findings.append(
+                    Finding(
+                        RULE_ID,
+                        card,
+                        order.ref,
+                        facts,
+                        (f"Order: {order.label()}", *evidence),
+                        cancel,
+                    )
                 )
+    return findings
 
 
 def _anticoagulant(order, ctx) -> Found:

@@ -38,6 +38,7 @@ from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import MASS_MG, Dose, daily_dose, period_days
 from cds_hooks.fhir.read import as_dict, as_list, quantity, text
 from cds_hooks.rules.common import prior_orders
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "ITB-PATHWAY"
 # No NEEDS: the unit-error check must not be lost when the medication history is unavailable;
@@ -52,16 +53,20 @@ HISTORY_KEY = "medications"
 MG_SCALE_UNITS: Mapping[str, float] = {u: f for u, f in MASS_MG.items() if f >= 1}
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     for order in ctx.targets(BACLOFEN):
         if not order.intrathecal or not order.current:
             continue
         facts = {"order": order.label(), "drug": order.name}
         if (found := _dose_finding(order, ctx, facts)) is not None:
-            yield found
+            findings.append(found)
         if HISTORY_KEY in ctx.record.unavailable or _oral_trial_or_itb_on_record(ctx):
             continue
-        yield Finding(RULE_ID, "no_oral_trial", order.ref, facts, (f"Order: {order.label()}",))
+        findings.append(
+            Finding(RULE_ID, "no_oral_trial", order.ref, facts, (f"Order: {order.label()}",))
+        )
+    return findings
 
 
 def _dose_finding(order, ctx, facts: Mapping[str, str]) -> Finding | None:

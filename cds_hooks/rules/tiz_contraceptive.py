@@ -19,18 +19,18 @@ most common form, and the card names the product for the clinician to judge).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks.cards import Finding
 from cds_hooks.fhir.read import as_dict, as_list, codings, concept_text
+from cds_hooks.rules.context import RuleContext
 from cds_hooks.terminology import normalize_system
 
 RULE_ID = "TIZ-CONTRACEPTIVE"
 NEEDS = ("medications",)
-TRIGGERS = ("drug/tizanidine", "drug-group/oral-contraceptives")
+TRIGGERS = ("tizanidine", "oral_contraceptives")
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     settings = ctx.settings
     tizanidine = settings.keys("tizanidine")
     contraceptives = settings.keys("oral_contraceptives")
@@ -45,7 +45,7 @@ def evaluate(ctx) -> Iterator[Finding]:
 
     current = ctx.current
     current_refs = {o.ref for o in current}
-    for order in ctx.record.targets:
+    for order in ctx.targets(*tizanidine, *contraceptives):
         if order.ref not in current_refs:  # a stop is not new therapy
             continue
         if order.has(*tizanidine):
@@ -71,7 +71,8 @@ def evaluate(ctx) -> Iterator[Finding]:
             f"Order: {order.label()}",
             *(f"{what}: {o.label()}, {o.state()}" for o in partners),
         )
-        yield Finding(RULE_ID, card, order.ref, facts, evidence)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, evidence))
+    return findings
 
 
 def setting_words(value) -> tuple[str, ...]:

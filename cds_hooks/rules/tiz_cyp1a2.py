@@ -16,23 +16,19 @@ solution) have no relevant systemic exposure and do not count.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.fhir.read import codings
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-CYP1A2"
 NEEDS = ("medications",)
-TRIGGERS = (
-    "drug/tizanidine",
-    "drug-group/cyp1a2-inhibitors-strong-contraindicated-with-tizanidine",
-    "drug-group/cyp1a2-inhibitors-other-caution-with-tizanidine",
-)
+TRIGGERS = ("tizanidine", "strong", "other")
 TIERS = ("strong", "other")  # value-set names in the settings, and card names, highest first
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     settings = ctx.settings
     tizanidine = settings.keys("tizanidine")
     excluded = settings.keys("reported_by_tiz_contraceptive")
@@ -46,7 +42,7 @@ def evaluate(ctx) -> Iterator[Finding]:
 
     current = ctx.current
     current_refs = {o.ref for o in current}
-    for order in ctx.record.targets:
+    for order in ctx.targets(*tizanidine, *(k for t in TIERS for k in settings.keys(t))):
         if order.ref not in current_refs:  # a stop is not new therapy
             continue
         others = [o for o in current if o.ref != order.ref]
@@ -73,7 +69,8 @@ def evaluate(ctx) -> Iterator[Finding]:
             *(f"{_what(t, order, tizanidine)}: {o.label()}, {o.state()}" for o, t in partners),
         )
         cancel = (suggestions.cancel(order),) if card == "strong" else ()
-        yield Finding(RULE_ID, card, order.ref, facts, evidence, cancel)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, evidence, cancel))
+    return findings
 
 
 def _named_with(order, words: tuple[str, ...]) -> bool:

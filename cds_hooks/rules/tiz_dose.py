@@ -13,19 +13,19 @@ not counted (never a guess; logged).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose, total_mg_per_day
 from cds_hooks.rules.common import known_doses, order_dose
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-DOSE"
 NEEDS = ("medications",)
-TRIGGERS = ("drug/tizanidine",)
+TRIGGERS = ("tizanidine",)
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     tizanidine = ctx.settings.keys("tizanidine")
     max_daily = float(ctx.settings.value("max_daily_mg"))
     max_single = float(ctx.settings.value("max_single_mg"))
@@ -66,4 +66,7 @@ def evaluate(ctx) -> Iterator[Finding]:
                 for o in unknown
             ),
         )
-        yield Finding(RULE_ID, card, order.ref, facts, evidence, (suggestions.cancel(order),))
+        findings.append(
+            Finding(RULE_ID, card, order.ref, facts, evidence, (suggestions.cancel(order),))
+        )
+    return findings

@@ -20,10 +20,11 @@ from cds_hooks.cards import Finding, Suggestion
 from cds_hooks.clinical.renal import RenalFunction, age_years
 from cds_hooks.fhir.read import ref_of, reference
 from cds_hooks.rules.common import kidney_function
+from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-RENAL"
 NEEDS = ("renal", "weight", "conditions", "patient")
-TRIGGERS = ("drug/tizanidine",)
+TRIGGERS = ("tizanidine",)
 
 # How the card names each kind of value RenalFunction can carry.
 _MEASURES = {
@@ -33,20 +34,21 @@ _MEASURES = {
 }
 
 
-def evaluate(ctx) -> Iterator[Finding]:
+def evaluate(ctx: RuleContext) -> list[Finding]:
+    findings: list[Finding] = []
     current = {o.ref for o in ctx.current}
     # A stop or cancel of a tizanidine order in this session is not new therapy.
     orders = [o for o in ctx.targets(*ctx.settings.keys("tizanidine")) if o.ref in current]
     if not orders:
-        return
+        return findings
     threshold = float(ctx.settings.value("crcl_below"))
     renal = kidney_function(ctx)
     if renal is None:
-        yield from _no_renal_data(ctx, orders, threshold)
-        return
+        findings.extend(_no_renal_data(ctx, orders, threshold))
+        return findings
     card = _card(renal, threshold)
     if card is None:
-        return
+        return findings
     shown = renal.describe()
     source = f" ({renal.source})" if renal.source else ""
     facts = {
@@ -56,13 +58,16 @@ def evaluate(ctx) -> Iterator[Finding]:
         "value": _value(renal),
     }
     for order in orders:
-        yield Finding(
-            RULE_ID,
-            card,
-            order.ref,
-            {**facts, "order": order.label(), "drug": order.name},
-            (f"Order: {order.label()}", f"Kidney function: {shown}{source}"),
+        findings.append(
+            Finding(
+                RULE_ID,
+                card,
+                order.ref,
+                {**facts, "order": order.label(), "drug": order.name},
+                (f"Order: {order.label()}", f"Kidney function: {shown}{source}"),
+            )
         )
+    return findings
 
 
 def _card(renal: RenalFunction, threshold: float) -> str | None:

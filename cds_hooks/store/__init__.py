@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,9 +23,25 @@ from cds_hooks.store.audit import CallAudit, PatientIds, write_call
 from cds_hooks.store.db import database_url, make_engine, migrate, writing
 from cds_hooks.store.replay import ReplayStore
 from cds_hooks.store.reports import Report, rule_report
-from cds_hooks.store.suppression import Candidate, SuppressionSettings, decide, fingerprint
+from cds_hooks.store.retention import Pruner, Retention, prune
+from cds_hooks.store.suppression import (
+    Caller,
+    Candidate,
+    SuppressionSettings,
+    decide,
+    fingerprint,
+    record_shown,
+)
 
-__all__ = ["CallAudit", "Candidate", "Store", "StoreSettings", "SuppressionSettings", "open_store"]
+__all__ = [
+    "CallAudit",
+    "Caller",
+    "Candidate",
+    "Store",
+    "StoreSettings",
+    "SuppressionSettings",
+    "open_store",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,16 @@ class StoreSettings:
         number(min=0),
         "A card overridden with a reason stays quiet this long for the same order (0: off).",
     )
+    audit_retention_days: int = setting(
+        400,
+        integer(min=1),
+        "Days the audit (hook calls, cards) and the feedback are kept; older rows are pruned.",
+    )
+    prune_interval_seconds: float = setting(
+        600,
+        number(min=0),
+        "Seconds between background pruning rounds of each process (0: never prune).",
+    )
 
 
 class Store:
@@ -85,6 +111,8 @@ class Store:
         patients: PatientIds | None = None,
         suppression: SuppressionSettings | None = None,
         keep_comments: bool = True,
+        retention: Retention | None = None,
+        clock: Callable[[], datetime] | None = None,
     ):
         migrate(engine)
         _fork_safe(engine)
@@ -92,12 +120,24 @@ class Store:
         self.patients = patients or PatientIds()
         self.suppression = suppression or SuppressionSettings()
         self.keep_comments = keep_comments
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.retention = retention or Retention(
+            suppression=max(self.suppression.select_sign_window, self.suppression.overridden_window)
+        )
         self.replay = ReplayStore(engine)
+        self._pruner = Pruner(self, engine, self.retention, self.clock)
 
     def fingerprint(
-        self, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
+        self,
+        patient_id: str,
+        rule_id: str,
+        kind: str,
+        order: MedOrder,
+        about: str = "",
+        caller: Caller | None = None,
     ) -> str:
-        return fingerprint(self.patients.key, patient_id, rule_id, kind, order, about)
+        scope = caller.scope if caller is not None else ""
+        return fingerprint(self.patients.key, patient_id, rule_id, kind, order, about, scope)
 
     def audit_call(
         self, call: CallAudit, candidates: Sequence[Candidate] = ()
@@ -106,6 +146,7 @@ class Store:
 
         Returns card uuid -> (why, earlier card uuid) for the cards not to show.
         """
+        self._pruner.ensure_started(os.getpid())
         with writing(self.engine, durable=False) as conn:
             suppressed = (
                 decide(conn, call.hook or "", candidates, self.suppression, call.called_at)
@@ -113,19 +154,39 @@ class Store:
                 else {}
             )
             write_call(conn, call, self.patients, candidates, suppressed)
+            record_shown(conn, call.hook or "", candidates, suppressed, call.called_at)
         return suppressed
 
     def save_feedback(
-        self, service_id: str, entries: Sequence[Mapping[str, Any]], received_at: datetime
+        self,
+        service_id: str,
+        entries: Sequence[Mapping[str, Any]],
+        received_at: datetime,
+        caller: Caller | None = None,
     ) -> feedback_store.Receipt:
+        """Store feedback durably; only a card's own recipient (`caller`) can silence it."""
         return feedback_store.save(
-            self.engine, service_id, entries, received_at, keep_comments=self.keep_comments
+            self.engine,
+            service_id,
+            entries,
+            received_at,
+            keep_comments=self.keep_comments,
+            client=caller.client if caller is not None else None,
         )
 
     def report(self, start: datetime, end: datetime) -> Report:
-        return rule_report(self.engine, start, end)
+        """Per-rule outcomes; the report says from when on the audit is still kept."""
+        report = rule_report(self.engine, start, end)
+        report.retention_days = self.retention.audit.days
+        report.kept_since = self.retention.kept_since(self.clock())
+        return report
+
+    def prune(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete what is past retention now (the background thread does this every interval)."""
+        return prune(self.engine, self.retention, now or self.clock())
 
     def close(self) -> None:
+        self._pruner.stop()
         self.engine.dispose()
 
 
@@ -147,20 +208,27 @@ def _fork_safe(engine: Engine) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
-def open_store(settings: StoreSettings) -> Store:
+def open_store(settings: StoreSettings, clock: Callable[[], datetime] | None = None) -> Store:
     """The Store for an app's settings (documented in docs/storage.md)."""
     engine = make_engine(
         database_url(settings),
         synchronous=settings.sqlite_synchronous,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
+    suppression = SuppressionSettings(
+        select_sign=settings.suppress_select_sign,
+        select_sign_window=timedelta(minutes=settings.select_sign_window_minutes),
+        overridden_window=timedelta(hours=settings.suppress_overridden_hours),
+    )
     return Store(
         engine,
         patients=PatientIds(settings.audit_patient_id, settings.audit_patient_key),
-        suppression=SuppressionSettings(
-            select_sign=settings.suppress_select_sign,
-            select_sign_window=timedelta(minutes=settings.select_sign_window_minutes),
-            overridden_window=timedelta(hours=settings.suppress_overridden_hours),
-        ),
+        suppression=suppression,
         keep_comments=settings.feedback_keep_comments,
+        retention=Retention(
+            audit=timedelta(days=settings.audit_retention_days),
+            suppression=max(suppression.select_sign_window, suppression.overridden_window),
+            interval_seconds=settings.prune_interval_seconds,
+        ),
+        clock=clock,
     )

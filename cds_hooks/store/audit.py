@@ -67,7 +67,7 @@ def write_call(
 ) -> int:
     """Insert the call and its cards in the caller's transaction; returns the call's row id."""
     suppressed = suppressed or {}
-    call_id = conn.execute(
+    inserted = conn.execute(
         hook_calls.insert().values(
             hook_instance=_clip(call.hook_instance, 200),
             service_id=call.service_id,
@@ -81,7 +81,9 @@ def write_call(
             fired=list(call.fired),
             skipped=list(call.skipped),
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key
+    assert inserted is not None  # an INSERT of one row
+    call_id = inserted[0]
     if candidates:
         conn.execute(cards.insert(), [_card_row(call, call_id, c, suppressed) for c in candidates])
     return int(call_id)
@@ -105,6 +107,7 @@ def _card_row(
         "shown": why is None,
         "suppressed_by": why,
         "earlier_card": earlier,
+        "client": c.client,
     }
 
 

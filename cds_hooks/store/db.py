@@ -34,6 +34,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -89,7 +90,7 @@ hook_calls = Table(
     Column("hook_instance", String(200)),
     Column("service_id", String(100), nullable=False),
     Column("hook", String(100)),
-    Column("called_at", UtcDateTime, nullable=False),
+    Column("called_at", UtcDateTime, nullable=False, index=True),  # index: the pruner
     Column("duration_ms", Float, nullable=False),
     Column("status", String(40), nullable=False),  # "ok" or the error code answered
     Column("patient", String(200)),  # plain id or "hmac-sha256:<hex>" (AUDIT_PATIENT_ID)
@@ -117,6 +118,9 @@ cards = Table(
     # Why it was not shown ("select-sign" / "overridden") and the earlier card that stands for it.
     Column("suppressed_by", String(40)),
     Column("earlier_card", String(64)),
+    # Who received it: a digest of the client JWT's issuer and tenant (NULL with auth off). Only
+    # feedback from the same client may suppress (suppression.Caller).
+    Column("client", String(64)),
 )
 
 feedback = Table(
@@ -129,13 +133,16 @@ feedback = Table(
     Column("known_card", Boolean, nullable=False),  # False: no audited card has this uuid
     Column("outcome", String(20), nullable=False),
     Column("outcome_at", UtcDateTime, nullable=False),
-    Column("received_at", UtcDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False, index=True),  # index: the pruner
     Column("accepted_suggestions", JSON, nullable=False),
     Column("reason_system", String(300)),
     Column("reason_code", String(200)),
     Column("reason_display", String(500)),
     Column("user_comment", Text),  # kept only when FEEDBACK_KEEP_COMMENTS
     Column("with_reason", Boolean, nullable=False),  # a reason Coding or a comment was given
+    # False: sent by another client than the one that received the card; kept, never used to
+    # suppress, counted apart in reports. NULL: stored before callers were told apart.
+    Column("from_recipient", Boolean),
 )
 
 replay = Table(
@@ -145,13 +152,50 @@ replay = Table(
     Column("expires_at", UtcDateTime, nullable=False, index=True),
 )
 
+# Repeat suppression reads only this: one row per order fingerprint (which includes the caller,
+# the patient, the rule and the order), updated in place, so a lookup costs the same on day 300 as
+# on day 1. `select_*`: the newest card shown at order-select; `override_*`: the newest card
+# overridden with a reason, and when that feedback arrived. `updated_at` (the newer of the two)
+# lets the pruner drop rows past every suppression window.
+suppression_state = Table(
+    "suppression_state",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("select_card", String(64)),
+    Column("select_at", UtcDateTime),
+    Column("override_card", String(64)),
+    Column("override_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False, index=True),
+)
+
 
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[hook_calls, cards, feedback, replay])
 
 
+def _v2(conn: Connection) -> None:
+    """The in-place suppression table, filled from history; time indexes for the pruner."""
+    suppression_state.create(conn)
+    for table, column in ((hook_calls, "called_at"), (feedback, "received_at")):
+        # checkfirst: a database created by this code's _v1 has them already.
+        (index,) = [i for i in table.indexes if list(i.columns.keys()) == [column]]
+        index.create(conn, checkfirst=True)
+    from cds_hooks.store.suppression import rebuild_state  # the one place that knows the rules
+
+    rebuild_state(conn)
+
+
+def _v3(conn: Connection) -> None:
+    """Callers told apart: who received each card, whether feedback came from them."""
+    for table, column in ((cards, cards.c.client), (feedback, feedback.c.from_recipient)):
+        if column.name in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            continue  # created by this code's _v1
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
 # Append only: (version, step). A step gets a Connection inside the migration transaction.
-MIGRATIONS: list[tuple[int, Any]] = [(1, _v1)]
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2), (3, _v3)]
 LATEST = MIGRATIONS[-1][0]
 
 
@@ -221,7 +265,9 @@ def writing(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
         info = conn.connection.info  # lives as long as the DBAPI connection
         level = info.get("synchronous", "FULL") if durable else "NORMAL"
         if info.get("current") != level:
-            conn.connection.dbapi_connection.execute(f"PRAGMA synchronous = {level}")
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None  # a checked-out connection has one
+            dbapi.execute(f"PRAGMA synchronous = {level}")
             info["current"] = level
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
@@ -276,7 +322,8 @@ class _WriteLock:
     def _descriptor(self) -> int:
         # flock belongs to an open file description, which a fork shares: each process opens
         # its own, or two gunicorn workers would hold "the same" lock at once.
-        if self._pid != os.getpid():
+        assert self._path is not None  # only called when there is a lock file
+        if self._fd is None or self._pid != os.getpid():
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
         return self._fd

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,9 @@ from sqlalchemy import Engine, select
 
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.store.db import cards, feedback, insert_ignoring_duplicates, writing
+from cds_hooks.store.suppression import record_override
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,22 +45,45 @@ def save(
     received_at: datetime,
     *,
     keep_comments: bool = True,
+    client: str | None = None,
 ) -> Receipt:
-    """Store schema-valid feedback entries; durable when this returns."""
+    """Store schema-valid feedback entries; durable when this returns.
+
+    `client` is the sender (suppression.Caller.client). Feedback on a card another client
+    received is stored with from_recipient false, and never suppresses anything.
+    """
     rows = [_row(service_id, e, received_at, keep_comments) for e in entries]
     receipt = Receipt()
     statement = insert_ignoring_duplicates(engine, feedback)
     with writing(engine) as conn:
-        uuids = list({r["card_uuid"] for r in rows})
-        known = set(conn.execute(select(cards.c.uuid).where(cards.c.uuid.in_(uuids))).scalars())
+        uuids = sorted({r["card_uuid"] for r in rows})
+        query = select(cards.c.uuid, cards.c.fingerprint, cards.c.client).where(
+            cards.c.uuid.in_(uuids)
+        )
+        known = {uuid: (fp, recipient) for uuid, fp, recipient in conn.execute(query)}
         for row in rows:
+            fp, recipient = known.get(row["card_uuid"], (None, None))
             row["known_card"] = row["card_uuid"] in known
+            row["from_recipient"] = row["known_card"] and recipient == client
+            if row["known_card"] and not row["from_recipient"]:
+                log.warning(
+                    "feedback on card %s from another client than its recipient: kept, "
+                    "not used to suppress",
+                    row["card_uuid"][:64],
+                )
             # One statement per entry: a returned row says this one was new.
             if conn.execute(statement.values(**row)).first() is not None:
                 receipt.stored += 1
+                if (
+                    fp
+                    and row["from_recipient"]
+                    and row["outcome"] == "overridden"
+                    and row["with_reason"]
+                ):
+                    record_override(conn, fp, row["card_uuid"], received_at)
             else:
                 receipt.duplicates += 1
-        receipt.unknown_cards = sorted(set(uuids) - known)
+        receipt.unknown_cards = sorted(set(uuids) - known.keys())
     return receipt
 
 

@@ -2,7 +2,8 @@
 
 Shared by every worker through the database: the first INSERT of a jti wins, atomically, on the
 table's primary key; a jti whose row has expired may be used again (its token is refused for
-`exp` anyway). Expired rows are purged now and then so the table stays small.
+`exp` anyway). Expired rows are deleted off the request path by the store's pruner
+(retention.py), in small batches, so the table stays small; `remember` touches one row by key.
 """
 
 from __future__ import annotations
@@ -14,25 +15,19 @@ from sqlalchemy import Engine, delete, update
 
 from cds_hooks.store.db import insert_ignoring_duplicates, migrate, replay, writing
 
-PURGE_EVERY = 100  # remember() calls between purges of expired rows
-
 
 class ReplayStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None):
         self.engine = engine
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._calls = 0
         migrate(engine)
 
     def remember(self, jti: str, expires_at: datetime) -> bool:
         """True the first time `jti` is seen; False if it was seen and has not expired."""
         now = self.clock()
-        self._calls += 1
         # Not fsynced: a jti forgotten by a machine crash belongs to a token that expires in
         # minutes, and this runs on every authenticated call.
         with writing(self.engine, durable=False) as conn:
-            if self._calls % PURGE_EVERY == 1:
-                conn.execute(delete(replay).where(replay.c.expires_at <= now))
             inserted = conn.execute(
                 insert_ignoring_duplicates(self.engine, replay).values(
                     jti=jti, expires_at=expires_at

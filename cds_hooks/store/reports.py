@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, and_, func, or_, select
 
 from cds_hooks.store.db import cards, feedback
 
@@ -55,13 +55,24 @@ class Report:
     end: datetime
     rules: list[RuleReport]
     unknown_card_feedback: int
+    other_caller_feedback: int = 0  # feedback on cards another client received: not counted
+    retention_days: int | None = None  # AUDIT_RETENTION_DAYS of the store read
+    kept_since: datetime | None = None  # the audit before this instant has been pruned
+
+    @property
+    def truncated(self) -> bool:
+        """The range starts before what is kept: its first days are no longer in the audit."""
+        return self.kept_since is not None and self.start < self.kept_since
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
+            "retentionDays": self.retention_days,
+            "keptSince": self.kept_since.isoformat() if self.kept_since else None,
             "rules": [r.to_dict() for r in self.rules],
             "unknownCardFeedback": self.unknown_card_feedback,
+            "otherCallerFeedback": self.other_caller_feedback,
         }
 
 
@@ -72,7 +83,7 @@ def rule_report(engine: Engine, start: datetime, end: datetime) -> Report:
     """Cards shown (or suppressed) in [start, end), per rule, with their latest outcome."""
     latest = (
         select(feedback.c.card_uuid, func.max(feedback.c.id).label("id"))
-        .where(feedback.c.known_card.is_(True))
+        .where(feedback.c.known_card.is_(True), _FROM_RECIPIENT)
         .group_by(feedback.c.card_uuid)
         .subquery()
     )
@@ -119,7 +130,19 @@ def rule_report(engine: Engine, start: datetime, end: datetime) -> Report:
                 feedback.c.received_at < end,
             )
         ).scalar_one()
-    return Report(start, end, [by_rule[k] for k in sorted(by_rule)], int(unknown))
+        other = conn.execute(
+            select(func.count()).where(
+                feedback.c.known_card.is_(True),
+                feedback.c.from_recipient.is_(False),
+                feedback.c.received_at >= start,
+                feedback.c.received_at < end,
+            )
+        ).scalar_one()
+    return Report(start, end, [by_rule[k] for k in sorted(by_rule)], int(unknown), int(other))
+
+
+# NULL: stored before callers were told apart (schema version 3), counted as before.
+_FROM_RECIPIENT = or_(feedback.c.from_recipient.is_(None), feedback.c.from_recipient.is_(True))
 
 
 def _reason(code: str | None, display: str | None) -> str:

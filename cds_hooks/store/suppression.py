@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, case, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from cds_hooks import outbound
 from cds_hooks.fhir.read import as_list, codings
 from cds_hooks.record import MedOrder
-from cds_hooks.store.db import cards, feedback
+from cds_hooks.store.db import cards, feedback, suppression_state
 
 SELECT_SIGN = "select-sign"
 OVERRIDDEN = "overridden"
@@ -38,6 +40,44 @@ class SuppressionSettings:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who made a hook call, as far as the service can tell (issue 10, "isolation").
+
+    Repeat and override suppression are scoped to it: the client JWT's issuer and tenant when
+    authentication is on, and the origin of `fhirServer` in every case (the EHR whose data the
+    call is about). Two callers naming the same patient id and order never share a fingerprint.
+    Feedback carries no fhirServer: it is matched on `client` (issuer and tenant) alone.
+    """
+
+    issuer: str | None = None
+    tenant: str | None = None
+    fhir_origin: str | None = None
+
+    @classmethod
+    def of(cls, claims: Any, fhir_server: Any) -> Caller:
+        """From the verified JWT's claims (None: auth off) and the request's fhirServer."""
+        origin = None
+        if isinstance(fhir_server, str) and fhir_server:
+            parsed = outbound.origin(fhir_server)
+            # A URL the FHIR client would refuse still tells callers apart, as written.
+            origin = "{}://{}:{}".format(*parsed) if parsed else fhir_server.strip().lower()
+        return cls(getattr(claims, "iss", None), getattr(claims, "tenant", None), origin)
+
+    @property
+    def client(self) -> str | None:
+        """The part feedback can prove (issuer, tenant), as a digest; None with auth off."""
+        if self.issuer is None:
+            return None
+        return hashlib.sha256(json.dumps([self.issuer, self.tenant]).encode()).hexdigest()
+
+    @property
+    def scope(self) -> str:
+        """What enters the fingerprint; empty when nothing is known about the caller."""
+        parts = [self.issuer, self.tenant, self.fhir_origin]
+        return json.dumps(parts, separators=(",", ":")) if any(parts) else ""
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A card this call would show, with what the audit and the suppression need to know."""
 
@@ -45,6 +85,7 @@ class Candidate:
     rule_id: str
     order_ref: str | None
     fingerprint: str | None
+    client: str | None = None  # Caller.client of the call that produced it
 
     @property
     def uuid(self) -> str:
@@ -56,9 +97,16 @@ class Candidate:
 
 
 def fingerprint(
-    key: bytes, patient_id: str, rule_id: str, kind: str, order: MedOrder, about: str = ""
+    key: bytes,
+    patient_id: str,
+    rule_id: str,
+    kind: str,
+    order: MedOrder,
+    about: str = "",
+    scope: str = "",
 ) -> str:
-    """The same patient, rule, card kind and unchanged order give the same value; an edit a new one.
+    """The same caller, patient, rule, card kind and unchanged order give the same value; an edit,
+    or another caller (`Caller.scope`), a new one.
 
     `kind` is the rule's card name (Finding.card), so a different problem the same rule finds
     with the same order is a different card, and shows.
@@ -71,8 +119,16 @@ def fingerprint(
     """
     med = sorted({f"{s}|{c}" for s, c, _ in codings(order.concept) if s and c})
     dosage = [_without_ids(d) for d in as_list(order.resource.get("dosageInstruction"))]
+    parts = [
+        patient_id,
+        rule_id,
+        kind,
+        med or ["text|" + order.name.strip().lower()],
+        dosage,
+        about,
+    ]
     payload = json.dumps(
-        [patient_id, rule_id, kind, med or ["text|" + order.name.strip().lower()], dosage, about],
+        [scope, *parts] if scope else parts,  # no caller known: the value of earlier versions
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -88,28 +144,15 @@ def _without_ids(value: Any) -> Any:
     return value
 
 
-# Built once: compiling a statement per hook call would cost more than running it.
-_OVERRIDDEN = (
-    select(cards.c.fingerprint, cards.c.uuid)
-    .join(feedback, feedback.c.card_uuid == cards.c.uuid)
-    .where(
-        cards.c.fingerprint.in_(bindparam("fps", expanding=True)),
-        feedback.c.outcome == "overridden",
-        feedback.c.with_reason.is_(True),
-        feedback.c.received_at >= bindparam("since", type_=feedback.c.received_at.type),
-    )
-    .order_by(feedback.c.received_at.desc())
-)
-_SHOWN_AT_SELECT = (
-    select(cards.c.fingerprint, cards.c.uuid)
-    .where(
-        cards.c.fingerprint.in_(bindparam("fps", expanding=True)),
-        cards.c.hook == "order-select",
-        cards.c.shown.is_(True),
-        cards.c.shown_at >= bindparam("since", type_=cards.c.shown_at.type),
-    )
-    .order_by(cards.c.shown_at.desc())
-)
+# Built once: compiling a statement per hook call would cost more than running it. A primary-key
+# lookup: at most one row per fingerprint, however long the history.
+_STATE = select(
+    suppression_state.c.fingerprint,
+    suppression_state.c.select_card,
+    suppression_state.c.select_at,
+    suppression_state.c.override_card,
+    suppression_state.c.override_at,
+).where(suppression_state.c.fingerprint.in_(bindparam("fps", expanding=True)))
 
 
 def decide(
@@ -126,21 +169,109 @@ def decide(
             wanted.setdefault(c.fingerprint, []).append(c)
     if not wanted:
         return {}
+    check_override = settings.overridden_window > timedelta(0)
+    check_select = hook == "order-sign" and settings.select_sign
+    if not (check_override or check_select):
+        return {}
     earlier: dict[str, tuple[str, str]] = {}  # fingerprint -> (why, earlier uuid)
-    if settings.overridden_window > timedelta(0):
-        rows = conn.execute(
-            _OVERRIDDEN, {"fps": list(wanted), "since": now - settings.overridden_window}
-        )
-        for fp, uuid in rows:
-            earlier.setdefault(fp, (OVERRIDDEN, uuid))
-    if hook == "order-sign" and settings.select_sign:
-        rows = conn.execute(
-            _SHOWN_AT_SELECT,
-            {
-                "fps": [fp for fp in wanted if fp not in earlier],
-                "since": now - settings.select_sign_window,
-            },
-        )
-        for fp, uuid in rows:
-            earlier.setdefault(fp, (SELECT_SIGN, uuid))
+    for fp, select_card, select_at, override_card, override_at in conn.execute(
+        _STATE, {"fps": sorted(wanted)}
+    ):
+        if check_override and override_at and override_at >= now - settings.overridden_window:
+            earlier[fp] = (OVERRIDDEN, override_card)
+        elif check_select and select_at and select_at >= now - settings.select_sign_window:
+            earlier[fp] = (SELECT_SIGN, select_card)
     return {c.uuid: why for fp, why in earlier.items() for c in wanted[fp]}
+
+
+def record_shown(
+    conn: Connection, hook: str, candidates: Iterable[Candidate], suppressed: Mapping[str, Any], at
+) -> None:
+    """Remember, in place, the order-select cards this call showed (for order-sign to come)."""
+    if hook != "order-select":
+        return
+    latest: dict[str, str] = {}
+    for c in candidates:
+        if c.fingerprint and c.uuid not in suppressed:
+            latest[c.fingerprint] = c.uuid
+    if latest:
+        rows = [{"fingerprint": fp, "card": uuid, "at": at} for fp, uuid in sorted(latest.items())]
+        conn.execute(_upsert(conn, "select"), rows)
+
+
+def record_override(conn: Connection, fingerprint: str, card_uuid: str, at: datetime) -> None:
+    """Remember, in place, that a card with this fingerprint was overridden with a reason."""
+    conn.execute(
+        _upsert(conn, "override"), [{"fingerprint": fingerprint, "card": card_uuid, "at": at}]
+    )
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert(conn: Connection, kind: str) -> Any:
+    """INSERT ... ON CONFLICT (fingerprint) DO UPDATE, keeping the newer of the two events."""
+    key = (conn.dialect.name, kind)
+    if key not in _UPSERTS:
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+        if dialect is None:
+            raise ValueError(
+                f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL"
+            )
+        t = suppression_state
+        card, at = t.c[f"{kind}_card"], t.c[f"{kind}_at"]
+        statement = dialect.insert(t).values(
+            {
+                t.c.fingerprint: bindparam("fingerprint"),
+                card: bindparam("card"),
+                at: bindparam("at", type_=at.type),
+                t.c.updated_at: bindparam("at", type_=at.type),
+            }
+        )
+        new = statement.excluded
+        _UPSERTS[key] = statement.on_conflict_do_update(
+            index_elements=[t.c.fingerprint],
+            set_={
+                card.name: new[card.name],
+                at.name: new[at.name],
+                "updated_at": case(
+                    (t.c.updated_at > new.updated_at, t.c.updated_at), else_=new.updated_at
+                ),
+            },
+            # Two workers racing: the older event never replaces the newer.
+            where=or_(at.is_(None), at <= new[at.name]),
+        )
+    return _UPSERTS[key]
+
+
+def rebuild_state(conn: Connection) -> None:
+    """Fill suppression_state from the audit and the feedback (the migration that added it).
+
+    One pass over history, once; afterwards the state is kept up to date in place.
+    """
+    shown = (
+        select(cards.c.fingerprint, cards.c.uuid, cards.c.shown_at)
+        .where(
+            cards.c.fingerprint.is_not(None),
+            cards.c.hook == "order-select",
+            cards.c.shown.is_(True),
+        )
+        .order_by(cards.c.fingerprint, cards.c.shown_at)
+    )
+    overridden = (
+        select(cards.c.fingerprint, cards.c.uuid, feedback.c.received_at)
+        .join(feedback, feedback.c.card_uuid == cards.c.uuid)
+        .where(
+            cards.c.fingerprint.is_not(None),
+            feedback.c.outcome == "overridden",
+            feedback.c.with_reason.is_(True),
+        )
+        .order_by(cards.c.fingerprint, feedback.c.received_at)
+    )
+    for kind, query in (("select", shown), ("override", overridden)):
+        newest: dict[str, dict[str, Any]] = {}
+        for fp, uuid, at in conn.execute(query):
+            newest[fp] = {"fingerprint": fp, "card": uuid, "at": at}
+        rows = list(newest.values())
+        for i in range(0, len(rows), 500):
+            conn.execute(_upsert(conn, kind), rows[i : i + 500])
