@@ -9,7 +9,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # .dockerignore admits only what the wheel needs (no .venv, var/, tests, secrets).
 COPY . .
-RUN pip wheel --wheel-dir /wheels .
+# The postgres extra: the PostgreSQL driver (psycopg), for DATABASE_URL=postgresql+psycopg://...
+RUN pip wheel --wheel-dir /wheels '.[postgres]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -24,10 +25,11 @@ RUN groupadd --system --gid 10001 cds \
  && useradd --system --uid 10001 --gid cds --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin cds
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels cds-hooks-antispasticity && rm -rf /wheels
+RUN pip install --no-index --find-links=/wheels 'cds-hooks-antispasticity[postgres]' && rm -rf /wheels
 # Fixtures: for the /preview page and `cds-hooks load-fixtures` (read-only, owned by root).
 COPY fhir_fixtures /app/fhir_fixtures
-# The feedback/audit store (SQLite) lives in a volume; metrics files of the gunicorn workers in /tmp.
+# The feedback/audit store (SQLite) lives in a volume; metrics files of the gunicorn workers in /tmp
+# (`cds-hooks serve` clears them at start).
 RUN mkdir -p /var/lib/cds-hooks /tmp/cds-hooks-metrics \
  && chown cds:cds /var/lib/cds-hooks /tmp/cds-hooks-metrics
 VOLUME ["/var/lib/cds-hooks"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import fixtures
 from bench.fhir_server import FhirServer
-from bench.inprocess import check_answer, make_app, service_call
+from bench.inprocess import check_answer, make_app, wsgi_caller
 from bench.stats import summary, timed_ms
 
 SEARCHES = ("Condition", "MedicationRequest", "Observation", "AllergyIntolerance")
@@ -25,12 +25,12 @@ def run(size: int, delay: float, iterations: int, log: Callable[[str], None]) ->
 
     with FhirServer(size, delay) as base, tempfile.TemporaryDirectory() as data_dir:
         app = make_app(data_dir, ALLOW_HTTP_FHIR=True, FHIR_ALLOW_PRIVATE=True)
-        call = service_call(app)
+        call = wsgi_caller(app)
         runtime = app.extensions["cds_hooks"]
         body = fixtures.request(None, fhir_server=base)
         body["prefetch"] = {"patient": fixtures.PATIENT}
         raw = json.dumps(body).encode()
-        check_answer(call(raw))
+        check_answer("fetch", call(raw))
         client = FhirClient(base, "bench-token", session=runtime.session, timeout=5.0)
         templates = runtime.templates
         queries = {

@@ -217,3 +217,138 @@ def request(size: int | None, *, fhir_server: str | None = None) -> dict[str, An
 @cache
 def body_bytes(size: int) -> bytes:
     return json.dumps(request(size)).encode()
+
+
+# ---- The body an EHR sends for one order: the service's own prefetch templates -----------------
+
+LISINOPRIL = {
+    "resourceType": "MedicationRequest",
+    "id": "d-lisinopril",
+    "status": "draft",
+    "intent": "order",
+    "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    "medicationCodeableConcept": {
+        "coding": [
+            {
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "314076",
+                "display": "lisinopril 10 MG Oral Tablet",
+            }
+        ]
+    },
+    "dosageInstruction": [{"timing": {"code": {"coding": [{"code": "QD"}]}}}],
+}
+# Placeholders of fixed width: each call gets a new hookInstance and patient id by replacing
+# them in the bytes (same length, so no re-serialisation inside the timed loop).
+PATIENT_SLOT = "bench-patient-000000000000"
+INSTANCE_SLOT = "00000000-0000-4000-8000-000000000000"
+
+
+def _matches(resource: dict[str, Any], params: list[tuple[str, str]], patient: str) -> bool:
+    for name, value in params:
+        if name == "patient":
+            ref = (resource.get("subject") or resource.get("patient") or {}).get("reference")
+            if ref != f"Patient/{patient}":
+                return False
+        elif name == "code":
+            wanted = set(value.split(","))
+            have = {
+                f"{c.get('system')}|{c.get('code')}"
+                for c in (resource.get("code") or {}).get("coding", [])
+            }
+            if not wanted & have:
+                return False
+        elif name in {"_include", "_sort"}:
+            continue  # no Medication resources in the record; order does not change the size
+        else:
+            raise SystemExit(f"bench: prefetch template parameter {name!r} is not understood")
+    return True
+
+
+def templated_prefetch(resources: list[dict], patient: str) -> dict[str, Any]:
+    """What a FHIR server answers to each of the service's prefetch templates for `resources`."""
+    from urllib.parse import parse_qsl
+
+    from cds_hooks.knowledge import Knowledge
+    from cds_hooks.services import prefetch_templates
+
+    out: dict[str, Any] = {}
+    for key, template in prefetch_templates(Knowledge.load()).items():
+        query = template.replace("{{context.patientId}}", patient)
+        kind, _, params = query.partition("?")
+        if "/" in kind:  # a read: Patient/{id}
+            kind, _, wanted = kind.partition("/")
+            found = [r for r in resources if r["resourceType"] == kind and r.get("id") == wanted]
+            out[key] = found[0] if found else None
+            continue
+        pairs = parse_qsl(params, keep_blank_values=True)
+        out[key] = searchset(
+            [r for r in resources if r["resourceType"] == kind and _matches(r, pairs, patient)]
+        )
+    return out
+
+
+def templated_request(size: int, drafts: list[dict], *, selected: str) -> dict[str, Any]:
+    """An order-select request: `size` Synthea resources through the prefetch templates, with
+    the placeholders PATIENT_SLOT and INSTANCE_SLOT for the per-call patient id and hookInstance."""
+    resources = json.loads(json.dumps(record_resources(size)).replace(PATIENT_ID, PATIENT_SLOT))
+    drafts = json.loads(
+        json.dumps(drafts).replace(f"Patient/{PATIENT_ID}", f"Patient/{PATIENT_SLOT}")
+    )
+    return {
+        "hook": "order-select",
+        "hookInstance": INSTANCE_SLOT,
+        "context": {
+            "userId": "Practitioner/1",
+            "patientId": PATIENT_SLOT,
+            "selections": [selected],
+            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": drafts},
+        },
+        "prefetch": templated_prefetch(resources, PATIENT_SLOT),
+    }
+
+
+def _on_slot(value: Any) -> Any:
+    """The same resources on the placeholder patient."""
+    text = json.dumps(value)
+    text = text.replace(f'"Patient/{PATIENT_ID}"', f'"Patient/{PATIENT_SLOT}"')
+    return json.loads(text.replace(f'"id": "{PATIENT_ID}"', f'"id": "{PATIENT_SLOT}"'))
+
+
+def full_request(size: int) -> dict[str, Any]:
+    """request(size) (every resource in the prefetch) with the per-call placeholders."""
+    body = _on_slot(request(size))
+    body["hookInstance"] = INSTANCE_SLOT
+    body["context"]["patientId"] = PATIENT_SLOT
+    return body
+
+
+def peer_request(size: int = 100) -> dict[str, Any]:
+    """baclofen_request with the drafts also in the medications prefetch: HealthChain 0.16.1
+    drops draftOrders, so the peer looks for the draft there (../shared/peers/README.md)."""
+    body = baclofen_request(size)
+    body["prefetch"]["medications"]["entry"] += [
+        {"resource": e["resource"], "search": {"mode": "match"}}
+        for e in body["context"]["draftOrders"]["entry"]
+    ]
+    body["prefetch"]["medications"]["total"] = len(body["prefetch"]["medications"]["entry"])
+    return body
+
+
+def baclofen_request(size: int = 100) -> dict[str, Any]:
+    """Baclofen selected, haloperidol drafted with it: cards (stroke, dopamine antagonist)."""
+    return templated_request(size, DRAFTS["entry"], selected="MedicationRequest/d1")
+
+
+def unrelated_request(size: int = 100) -> dict[str, Any]:
+    """Lisinopril alone: no rule is about it; the answer is no cards."""
+    return templated_request(
+        size, [{"resource": LISINOPRIL}], selected="MedicationRequest/d-lisinopril"
+    )
+
+
+def per_call(raw: bytes, n: int) -> bytes:
+    """The n-th call's bytes: a new patient id and hookInstance, same length as the placeholders."""
+    patient = f"bench-patient-{n:012d}".encode()
+    instance = f"{n:08x}-0000-4000-8000-{n:012x}".encode()
+    return raw.replace(PATIENT_SLOT.encode(), patient).replace(INSTANCE_SLOT.encode(), instance)

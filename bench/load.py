@@ -1,7 +1,13 @@
-"""Throughput and latency under load: `cds-hooks serve` (gunicorn) on loopback, driven by wrk.
+"""Over loopback HTTP: our `cds-hooks serve` (gunicorn) and the HealthChain peer, driven by wrk.
 
-Without wrk (Debian package `wrk`) a bounded Python load generator stands in: it reports the
-same numbers but saturates sooner, so its requests/s is a floor of what the server can do.
+* `ours(...)` / `peer(...)`: a server process on a free port, with a given worker count.
+* `drive(...)`: wrk (Debian package `wrk`) for N seconds at C connections: requests/s, p50, p99,
+  errors (connect/read/write/timeouts + non-2xx). Without wrk a bounded Python load generator
+  stands in (same numbers, but it saturates sooner: its requests/s is a floor).
+* `worker_rss(...)`: resident memory of each worker process of a server (from /proc).
+
+The peer runs in its own virtual environment under the bench work folder (bench/work/), made on
+first use with pip from PyPI: healthchain==0.16.1 and uvicorn, as ../shared/peers/README.md says.
 """
 
 from __future__ import annotations
@@ -14,22 +20,24 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import fixtures
 from bench.stats import percentile
 
-_LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open("%(body)s", "rb"))
-wrk.body = f:read("*a")
-f:close()
+WORK = Path(__file__).resolve().parent / "work"
+PEERS = fixtures.REPO.parent / "shared" / "peers"
+PEER_REQUIREMENTS = ("healthchain==0.16.1", "uvicorn")
+PEER_PATH = "/cds-services/hc-antispastic"
+OUR_PATH = f"/cds-services/{fixtures.SERVICE_ID}"
+
+_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -40,16 +48,32 @@ done = function(summary, latency, requests)
     latency.max, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+_POST = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("%(body)s", "rb"))
+wrk.body = f:read("*a")
+f:close()
+"""
 
 
-def _free_port() -> int:
+@dataclass
+class Server:
+    name: str
+    port: int
+    path: str
+    process: subprocess.Popen
+    workers: int
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
@@ -58,27 +82,120 @@ def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
             return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError("server did not listen within 60 s")
+    raise RuntimeError("server did not listen within 120 s")
 
 
-def _post(port: int, raw: bytes) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("POST", f"/cds-services/{fixtures.SERVICE_ID}", raw, _HEADERS)
-    status = connection.getresponse().status
-    connection.close()
-    return status
+@contextmanager
+def _running(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    path: str,
+    workers: int,
+    folder: Path,
+    warm_body: bytes,
+) -> Iterator[Server]:
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"{name}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=folder
+        )
+    try:
+        _wait_listening(port, process, log)
+        server = Server(name, port, path, process, workers)
+        for _ in range(10 * workers):  # warm every worker
+            status = post(server, warm_body)
+            if status != 200:
+                raise RuntimeError(f"{name} warm-up answered {status}: {log.read_text()[-2000:]}")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@contextmanager
+def ours(workers: int, folder: Path, warm_body: bytes) -> Iterator[Server]:
+    """`cds-hooks serve` with `workers` workers (default threads), a fresh SQLite store."""
+    from cds_hooks.gunicorn_conf import DEFAULT_THREADS
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "CDS_DATA_DIR": str(folder / "var"),
+        "CDS_NOW": fixtures.NOW,
+        "CDS_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
+    command += ["--workers", str(workers), "--threads", str(DEFAULT_THREADS)]
+    with _running("ours", command, env, port, OUR_PATH, workers, folder, warm_body) as server:
+        yield server
+
+
+def peer_python(log: Callable[[str], None]) -> Path:
+    """The peer's own virtual environment under bench/work/, made once (pip from PyPI)."""
+    venv = WORK / "peer-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    wanted = " ".join(PEER_REQUIREMENTS)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return python
+    log(f"  making the peer's venv in {venv} (pip install {wanted})...")
+    WORK.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+@contextmanager
+def peer(workers: int, folder: Path, warm_body: bytes, python: Path) -> Iterator[Server]:
+    """The HealthChain peer under uvicorn with `workers` workers (its README's command)."""
+    port = free_port()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [str(python), "-m", "uvicorn", "--app-dir", str(PEERS), "healthchain_app:app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    command += ["--log-level", "warning", "--no-access-log"]
+    with _running("peer", command, env, port, PEER_PATH, workers, folder, warm_body) as server:
+        yield server
 
 
 _HEADERS = {"Content-Type": "application/json"}
 
 
-def _wrk(port: int, body_path: Path, seconds: int, connections: int, work: Path) -> dict:
-    script = work / "post.lua"
-    script.write_text(_LUA % {"body": body_path})
-    url = f"http://127.0.0.1:{port}/cds-services/{fixtures.SERVICE_ID}"
-    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
+def post(server: Server, raw: bytes) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", server.path, raw, _HEADERS)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def answer(server: Server, raw: bytes) -> dict[str, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", server.path, raw, _HEADERS)
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+
+
+def _wrk(server: Server, body: Path, connections: int, seconds: int) -> dict:
+    threads = min(2, connections)
+    script = body.parent / f"{server.name}-{os.getpid()}.lua"
+    script.write_text((_POST + _DONE) % {"body": body})
+    url = f"http://127.0.0.1:{server.port}{server.path}"
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     out = subprocess.run(
-        [*command, "--timeout", "10s", "-s", str(script), url],
+        [*command, "-s", str(script), url],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -88,7 +205,7 @@ def _wrk(port: int, body_path: Path, seconds: int, connections: int, work: Path)
     if not found:
         raise RuntimeError(f"wrk printed no result: {out[-2000:]}")
     data = json.loads(found.group(1))
-    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    detail = {k: data[k] for k in ("connect", "read", "write", "status", "timeout")}
     return {
         "tool": "wrk",
         "requests": data["requests"],
@@ -96,33 +213,32 @@ def _wrk(port: int, body_path: Path, seconds: int, connections: int, work: Path)
         "p50": data["p50_us"] / 1000,
         "p99": data["p99_us"] / 1000,
         "max": data["max_us"] / 1000,
-        "errors": errors,
-        "error_detail": {k: data[k] for k in ("connect", "read", "write", "status", "timeout")},
+        "errors": sum(detail.values()),
+        "error_detail": detail,
     }
 
 
-def _python_load(port: int, raw: bytes, seconds: int, connections: int) -> dict:
-    """Closed loop: `connections` threads, each one keep-alive connection, for `seconds`."""
+def _python_load(server: Server, raw: bytes, connections: int, seconds: float) -> dict:
+    """Closed loop: `connections` threads, one keep-alive connection each."""
     stop = time.monotonic() + seconds
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    url = f"/cds-services/{fixtures.SERVICE_ID}"
 
     def worker() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         mine = []
         while time.monotonic() < stop:
             started = time.perf_counter()
             try:
-                connection.request("POST", url, raw, _HEADERS)
+                connection.request("POST", server.path, raw, _HEADERS)
                 response = connection.getresponse()
                 response.read()
                 ok = response.status == 200
             except OSError:
                 ok = False
                 connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
             mine.append((time.perf_counter() - started) * 1000)
             if not ok:
                 with lock:
@@ -148,56 +264,37 @@ def _python_load(port: int, raw: bytes, seconds: int, connections: int) -> dict:
     }
 
 
-def run(
-    size: int,
-    seconds: int,
-    connections: int,
-    workers: int | None,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    from cds_hooks.gunicorn_conf import DEFAULT_THREADS, default_workers
+def drive(server: Server, body: Path, connections: int, seconds: int) -> dict[str, Any]:
+    """`connections` connections POSTing `body` for `seconds` seconds."""
+    if shutil.which("wrk"):
+        result = _wrk(server, body, connections, seconds)
+    else:
+        result = _python_load(server, body.read_bytes(), connections, seconds)
+    return {**result, "connections": connections, "seconds": seconds, "workers": server.workers}
 
-    workers = workers or default_workers()
-    raw = fixtures.body_bytes(size)
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="cds-bench-load-") as tmp:
-        work = Path(tmp)
-        body_path = work / "body.json"
-        body_path.write_bytes(raw)
-        server_log = work / "serve.log"
-        env = {
-            **os.environ,
-            "CDS_DATA_DIR": str(work / "var"),
-            "CDS_NOW": fixtures.NOW,
-            "CDS_LOG_LEVEL": "WARNING",
-        }
-        command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
-        command += ["--workers", str(workers), "--threads", str(DEFAULT_THREADS)]
-        with server_log.open("wb") as output:
-            server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+def worker_rss(server: Server) -> dict[int, float]:
+    """Resident memory (MiB) of each worker: the server process's child processes."""
+    out = {}
+    for child in _children(server.process.pid):
         try:
-            _wait_listening(port, server, server_log)
-            for _ in range(20):  # warm every worker
-                if _post(port, raw) != 200:
-                    raise RuntimeError(f"warm-up failed: {server_log.read_text()[-2000:]}")
-            if shutil.which("wrk"):
-                result = _wrk(port, body_path, seconds, connections, work)
-            else:
-                log("  wrk not found: using the Python load generator")
-                result = _python_load(port, raw, seconds, connections)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    result.update(
-        size=size,
-        bytes=len(raw),
-        seconds=seconds,
-        connections=connections,
-        workers=workers,
-        threads=DEFAULT_THREADS,
-    )
-    log(
-        f"  load: {result['requests_per_s']:.1f} req/s, p50 {result['p50']:.1f} ms, "
-        f"p99 {result['p99']:.1f} ms, errors {result['errors']}"
-    )
-    return result
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[child] = int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # field 4 of /proc/<pid>/stat: the parent's pid
+            found.append(int(entry.name))
+    return sorted(found)

@@ -51,6 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store
     shared.verifier = auth.build_verifier(settings, shared.store.replay, shared.session)
+    app.before_request(auth.require_known_host)  # DNS rebinding: before anything else answers
     app.before_request(auth.require_client_jwt)
     _register_errors(app)
     _register_views(app)
@@ -64,7 +65,9 @@ def _features(app: Flask) -> list[Blueprint]:
     """The routes: the hooks, then feedback, preview, metrics..., one blueprint per module."""
     settings = app.config["SETTINGS"]
     features = [hooks.blueprint(), feedback_blueprint()]
-    if settings.observability.metrics:
+    observe = settings.observability
+    # With issuers the service faces a network: /metrics only when asked for (docs/security.md).
+    if observe.metrics and (app.extensions["cds_hooks"].verifier is None or observe.metrics_public):
         features.append(observability.blueprint())
     if settings.preview.preview:
         features.append(preview.blueprint())

@@ -15,8 +15,10 @@ What a token must satisfy, in order (any failure is a bare 401; the reason goes 
   7. `jti` never seen before (ReplayStore, remembered until the token can no longer be accepted).
 
 Tokens are never logged; log lines carry the reason, the (truncated) issuer and `kid` at most.
-With no issuer configured there is no verifier: the app is open, and `check_bind_allowed` keeps
-`cds-hooks serve` on a loopback address unless `--allow-unauthenticated` is given.
+With no issuer configured there is no verifier: the app is open, and the bind policy
+(`cds_hooks.commands.serve.check_bind_allowed`, used by every launcher) keeps it on loopback
+unless `--allow-unauthenticated` is given; `require_known_host` then answers only loopback names
+and the PUBLIC_BASE_URL host (a browser page rebinding its own name to 127.0.0.1 is refused).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
+from urllib.parse import urlsplit
 
 import jwt
 import requests
@@ -40,7 +43,7 @@ from jwt.api_jws import PyJWS
 
 from cds_hooks import outbound
 from cds_hooks.config import integer, items, number, raw, setting
-from cds_hooks.errors import Unauthorized
+from cds_hooks.errors import BadRequest, Unauthorized
 
 if TYPE_CHECKING:
     from cds_hooks.settings import Settings
@@ -87,7 +90,7 @@ class AuthSettings:
 _ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-_ISSUER_FIELDS = frozenset({"jwks", "jwks_file", "jwks_url", "jku", "tenants"})
+_ISSUER_FIELDS = frozenset({"jwks", "jwks_file", "jwks_url", "jku", "tenants", "fhir_servers"})
 MAX_TOKEN_BYTES = 16 * 1024  # a CDS Hooks JWT is well under 2 KB; bigger is an attack
 MAX_JWKS_BYTES = 256 * 1024
 MAX_CLAIM_CHARS = 2048  # iss, jti, tenant, kid, jku: longer values are refused, not stored
@@ -143,6 +146,8 @@ class Issuer:
     jwks_url: str | None = None  # pre-registered JWKS URL, fetched and cached like a jku
     jku: frozenset[str] = frozenset()  # allowlist of `jku` header values
     tenants: frozenset[str] | None = None  # None: `tenant` not checked
+    # FHIR base URLs this issuer's calls may name as fhirServer; any other is never contacted.
+    fhir_servers: tuple[str, ...] = ()
 
 
 def load_issuers(raw: Any) -> dict[str, Issuer]:
@@ -206,6 +211,11 @@ def _issuer(iss: str, entry: Any, base: Path) -> Issuer:
         not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants)
     ):
         raise ValueError(f"{where}.tenants must be a list of strings")
+    fhir_servers = entry.get("fhir_servers") or []
+    if not isinstance(fhir_servers, list):
+        raise ValueError(f"{where}.fhir_servers must be a list of https URLs")
+    for url in fhir_servers:
+        _require_https(url, f"{where}.fhir_servers")
     if not jwks and not jwks_url and not jku:
         raise ValueError(f"{where} needs keys: jwks, jwks_file, jwks_url or a jku allowlist")
     return Issuer(
@@ -214,6 +224,7 @@ def _issuer(iss: str, entry: Any, base: Path) -> Issuer:
         jwks_url=jwks_url,
         jku=frozenset(jku),
         tenants=frozenset(tenants) if tenants is not None else None,
+        fhir_servers=tuple(fhir_servers),
     )
 
 
@@ -623,45 +634,38 @@ def require_client_jwt() -> Response | None:
     return None
 
 
-# ---- the secure default for serving -----------------------------------------------------------
+def require_known_host() -> None:
+    """Flask before_request hook: without issuers, answer only loopback and PUBLIC_BASE_URL hosts.
+
+    Such a service is bound to loopback, and a web page can still reach it by rebinding its own
+    name to 127.0.0.1 (DNS rebinding): its requests then carry `Host: evil.example`. With issuers,
+    every call needs a JWT whose `aud` is the PUBLIC_BASE_URL, so the Host is not relied upon.
+    """
+    if current_app.extensions["cds_hooks"].verifier is not None:
+        return
+    name = _host_name(request.host)
+    public = urlsplit(current_app.config["SETTINGS"].app.public_base_url).hostname
+    if name in _LOOPBACK_NAMES or name == public or is_loopback_address(name):
+        return
+    raise BadRequest(
+        f"this service answers only the Host names localhost, 127.0.0.1, [::1] and that of "
+        f"PUBLIC_BASE_URL, not {request.host[:100]!r}"
+    )
 
 
-class BindRefused(ValueError):
-    """Serving this address without authentication needs an explicit opt-in."""
+_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback_address(host: str) -> bool:
+    """A literal loopback address (127.0.0.0/8, ::1), brackets allowed; names are not."""
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return False  # a hostname: it may resolve anywhere
-
-
-def check_bind_allowed(host: str, settings: Settings, allow_unauthenticated: bool = False) -> str:
-    """What to tell the operator about authentication, or BindRefused for an unsafe bind.
-
-    Without issuers the service is open, so by default it may only listen on loopback; another
-    address needs `--allow-unauthenticated` (or ALLOW_UNAUTHENTICATED=true in the config).
-    """
-    issuers = load_issuers(settings.auth.auth_issuers)
-    if issuers:
-        return (
-            f"client authentication ON ({len(issuers)} issuer(s), "
-            f"{', '.join(accepted_algorithms(settings.auth.auth_algorithms))})"
-        )
-    if is_loopback(host):
-        return (
-            "client authentication OFF (no AUTH_ISSUERS configured): serving on loopback only; "
-            "configure issuers to serve other addresses"
-        )
-    if allow_unauthenticated or settings.app.allow_unauthenticated:
-        return (
-            f"WARNING: client authentication OFF and serving on {host}: anyone who can reach "
-            "this address can call the service (--allow-unauthenticated)"
-        )
-    raise BindRefused(
-        f"refusing to serve {host} without client authentication: configure AUTH_ISSUERS, "
-        "bind a loopback address (127.0.0.1), or pass --allow-unauthenticated"
-    )
+        return False

@@ -36,10 +36,14 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem with one order, as a rule found it: no wording here, only facts."""
+    """One problem with one order, as a rule found it: no wording here, only facts.
+
+    `template` names the card text in the rule's knowledge file (`rules/<family>.json`,
+    `rules.<id>.cards.<template>`): its indicator, summary, detail and suggestion labels.
+    """
 
     rule_id: str
-    card: str
+    template: str
     order: str | None
     facts: Mapping[str, Any] = field(default_factory=dict)
     evidence: tuple[str, ...] = ()
@@ -113,7 +117,7 @@ def source_for(rule: RuleSettings, knowledge: Knowledge) -> dict[str, Any]:
 def card_for(finding: Finding, knowledge: Knowledge) -> dict[str, Any]:
     """The card for a finding, worded from the rule's knowledge file."""
     rule = knowledge.rule(finding.rule_id)
-    text = rule.cards[finding.card]
+    text = rule.cards[finding.template]
     detail = fill(text.detail, finding.facts)
     if finding.evidence:
         detail += "\n\n**Evidence**\n" + "\n".join(f"- {line}" for line in finding.evidence)
@@ -166,7 +170,7 @@ def _valid_actions(finding: Finding, suggestion: Suggestion) -> list[dict[str, A
                     "%s: suggestion %r dropped from card %r, invalid resource: %s",
                     finding.rule_id,
                     suggestion.name,
-                    finding.card,
+                    finding.template,
                     str(error).splitlines()[0] if str(error) else type(error).__name__,
                 )
                 return None

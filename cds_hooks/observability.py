@@ -6,9 +6,10 @@ carries the request body, `fhirAuthorization` or the Authorization header (CDS H
 practice: never log tokens); the formatter also masks anything shaped like a bearer token or a
 JWT, in case a message from elsewhere quotes one.
 
-Metrics live in a registry per app (tests build many apps). With several gunicorn workers, set
-`PROMETHEUS_MULTIPROC_DIR` (the image does) so /metrics adds up every worker, not just the one
-that answers the scrape.
+Metrics live in a registry per app (tests build many apps). Under gunicorn, `cds-hooks serve`
+turns on prometheus_client's multiprocess mode (`multiprocess_metrics`): every worker writes its
+values to files in one folder (PROMETHEUS_MULTIPROC_DIR, else a temporary folder), cleared at
+start, and /metrics adds up every worker, not just the one that answers the scrape.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
@@ -57,6 +62,12 @@ class ObservabilitySettings:
         True,
         boolean(),
         "Prometheus metrics at /metrics (no patient data: service ids, rule ids, prefetch keys).",
+    )
+    metrics_public: bool = setting(
+        False,
+        boolean(),
+        "With `AUTH_ISSUERS`, also serve /metrics (it is not behind the JWT): only where the "
+        "network limits who can reach it. Without issuers /metrics follows `METRICS` alone.",
     )
     log_format: str = setting(
         "json",
@@ -97,6 +108,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # "\n", "\r", "\x1b", "\u2028"
+
+
+class TextFormatter(logging.Formatter):
+    """Plain text, one line per record: control characters escaped, tokens masked (as in JSON).
+
+    Without this a message quoting request data (an encoded newline) could forge a log line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _CONTROL.sub(_escape, redact(super().format(record)))
+
+
 class RequestIdFilter(logging.Filter):
     """Stamp the current request's id on every record logged while handling it."""
 
@@ -127,7 +155,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
         )
         handler.addFilter(_default_request_id)
     logger.addHandler(handler)
@@ -183,6 +211,57 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+# The files prometheus_client writes per process in multiprocess mode (nothing else is removed).
+_VALUE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+@contextmanager
+def multiprocess_metrics(directory: str | None = None) -> Iterator[str]:
+    """Multiprocess metrics for gunicorn workers while the block runs; enter it before the app
+    makes its metrics.
+
+    The folder is `directory`, else $PROMETHEUS_MULTIPROC_DIR, else a new temporary folder
+    (removed at the end). Value files left by an earlier server are removed, or /metrics would
+    add the old run's counts to this one's. At the end the process is put back as it was (only
+    in the process that entered: forked workers leave through the block too).
+    """
+    from prometheus_client import values
+
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = directory or before or ""
+    created = not directory
+    if created:
+        directory = tempfile.mkdtemp(prefix="cds-hooks-metrics-")
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    for pattern in _VALUE_FILES:
+        for stale in folder.glob(pattern):
+            stale.unlink(missing_ok=True)
+    owner = os.getpid()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    # prometheus_client picks its value class when first imported (the CLI imports it early).
+    values.ValueClass = values.get_value_class()
+    try:
+        yield str(folder)
+    finally:
+        if os.getpid() == owner:
+            if before is None:
+                os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            else:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
+            values.ValueClass = values.get_value_class()
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn child_exit: a dead worker's live gauges stop counting (counters are kept)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 def init_app(app: Flask) -> None:

@@ -101,7 +101,9 @@ def _call_service(
             timeout=fhir.fhir_timeout_seconds,
             max_pages=fhir.fhir_max_pages,
             max_bytes=fhir.fhir_max_bytes,
+            max_bytes_per_call=fhir.fhir_max_bytes_per_call,
             allow_http=fhir.allow_http_fhir,
+            allowed=_fhir_allowlist(runtime, caller),
         )
     except BadRequest as refused:
         # fhirServer is checked only when it will be used: a complete prefetch never needs it.
@@ -162,6 +164,15 @@ def _call_service(
     return call
 
 
+def _fhir_allowlist(runtime: Runtime, caller: Claims | None) -> tuple[str, ...] | None:
+    """The FHIR servers this call may reach: its issuer's `fhir_servers` when JWTs are on (none
+    for a call without verified claims), else FHIR_SERVERS; None means any (public) server."""
+    if runtime.verifier is not None:
+        issuer = runtime.verifier.issuers.get(caller.iss) if caller is not None else None
+        return issuer.fhir_servers if issuer is not None else ()
+    return runtime.settings.fhir.fhir_servers or None
+
+
 def _call_audit(service: Service, body: Any, started: float, called_at: datetime) -> CallAudit:
     body = body if isinstance(body, dict) else {}
     context = body.get("context") if isinstance(body.get("context"), dict) else {}
@@ -195,7 +206,7 @@ def _candidates(
                     store.fingerprint(
                         patient_id,
                         finding.rule_id,
-                        finding.card,
+                        finding.template,
                         order,
                         _about(finding),
                         caller,

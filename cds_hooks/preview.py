@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from cds_hooks import protocol
 from cds_hooks.config import boolean, path, setting
-from cds_hooks.errors import BadRequest, NotFound
+from cds_hooks.errors import BadRequest, NotFound, UnsupportedMedia
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.pipeline import CallResult, Runtime, call_service
 from cds_hooks.services import BY_ID, SERVICES, Service
@@ -211,6 +211,12 @@ def _asset(name: str) -> Response:
 
 def blueprint() -> Blueprint:
     bp = Blueprint("preview", __name__, url_prefix="/preview")
+
+    @bp.before_request
+    def json_only() -> None:
+        # A cross-site form can post text/plain (no CORS preflight) to a local service; not JSON.
+        if request.method == "POST" and request.mimetype != "application/json":
+            raise UnsupportedMedia(f"send application/json, not {request.mimetype!r}")
 
     @bp.after_request
     def headers(response: Response) -> Response:

@@ -77,7 +77,9 @@ class MedOrder:
 
 
 @dataclass(frozen=True)
-class Cond:
+class Condition:
+    """A Condition, read once: its value-set keys, name and date."""
+
     ref: str
     resource: Mapping[str, Any]
     keys: frozenset[str]
@@ -97,13 +99,13 @@ class Cond:
 class PatientRecord:
     hook: str
     patient: Mapping[str, Any] | None
-    conditions: list[Cond]
+    conditions: list[Condition]
     drafts: list[MedOrder]
-    history: list[MedOrder]
+    orders_on_record: list[MedOrder]  # in any status, current and past (not the drafts)
     observations: list[Mapping[str, Any]]  # only those coded in a value set (_selectable)
     allergies: list[Mapping[str, Any]]
     unavailable: dict[str, str] = field(default_factory=dict)
-    condition_index: dict[str, Cond] = field(default_factory=dict)
+    condition_index: dict[str, Condition] = field(default_factory=dict)
 
     @property
     def targets(self) -> list[MedOrder]:
@@ -119,7 +121,7 @@ class PatientRecord:
         for draft in self.drafts:
             if prior := reference(draft.resource.get("priorPrescription")):
                 replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
-        kept = [o for o in self.history if o.ref not in replaced and o.current]
+        kept = [o for o in self.orders_on_record if o.ref not in replaced and o.current]
         return kept + [o for o in self.drafts if o.current]
 
     def unidentified(self) -> list[MedOrder]:
@@ -127,7 +129,7 @@ class PatientRecord:
         found = {o.ref: o for o in [*self.current(), *self.drafts] if not o.identified}
         return list(found.values())
 
-    def conditions_in(self, keys: Iterable[str]) -> list[Cond]:
+    def conditions_in(self, keys: Iterable[str]) -> list[Condition]:
         wanted = set(keys)
         return [c for c in self.conditions if c.keys & wanted]
 
@@ -176,7 +178,7 @@ def build_record(
             if isinstance(res, dict):
                 rtype = res.get("resourceType")
                 by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
-    history = [
+    on_record = [
         _med_order(r, meds, knowledge, draft=False, selected=False)
         for r in by_type.get("MedicationRequest", {}).values()
     ]
@@ -187,7 +189,7 @@ def build_record(
         patient=patients[0] if patients else None,
         conditions=[c for c in all_conditions if status.condition_present(c.resource)],
         drafts=drafts,
-        history=history,
+        orders_on_record=on_record,
         observations=_selectable(by_type.get("Observation", {}).values(), knowledge),
         allergies=list(by_type.get("AllergyIntolerance", {}).values()),
         unavailable=dict(unavailable),
@@ -344,8 +346,8 @@ def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str, knowledge:
     return "intrathecal" in name.lower()
 
 
-def _cond(resource: Mapping, knowledge: Knowledge) -> Cond:
-    return Cond(
+def _cond(resource: Mapping, knowledge: Knowledge) -> Condition:
+    return Condition(
         ref=ref_of(resource) or f"Condition/{id(resource)}",
         resource=resource,
         keys=knowledge.terminology.keys_for_concept(resource.get("code")),

@@ -330,6 +330,23 @@ class Terminology:
         self._known(keys)
         return frozenset(row[0] for key in keys for row in self._codes[key])
 
+    def coded_in_systems_of(self, concept: Mapping | None, *keys: str) -> bool:
+        """True when a coding of the concept is in a code system the value sets ``keys`` use.
+
+        Tells "coded, and not in the value set" (a known code that says no) from "coded in a
+        local system" (says nothing about the value set).
+        """
+        systems = self.systems(*keys)
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        return any(
+            isinstance(c, Mapping)
+            and isinstance(c.get("system"), str)
+            and isinstance(c.get("code"), str)
+            and c["code"].strip() != ""
+            and normalize_system(c["system"]) in systems
+            for c in (codings if isinstance(codings, list) else ())
+        )
+
     def _known(self, keys: Iterable[str]) -> None:
         for key in keys:
             if key not in self._valuesets:

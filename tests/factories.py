@@ -135,6 +135,43 @@ def condition(
     return resource
 
 
+def observation(
+    oid: str,
+    code: str | tuple[str, str],
+    value: float | None = None,
+    unit: str | None = "mL/min",
+    *,
+    when: str = "2026-11-17T08:00:00Z",
+    status: str = "final",
+    comparator: str | None = None,
+    system: str = LOINC,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An Observation: `code` a LOINC code, or (code, display); `value` in `unit` (UCUM, as unit
+    and code; None: no unit); no value, no valueQuantity. `extra` sets or overrides fields."""
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": status,
+        "code": (
+            concept(system, *code)
+            if isinstance(code, tuple)
+            else {"coding": [{"system": system, "code": code}]}
+        ),
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "effectiveDateTime": when,
+    }
+    if value is not None:
+        quantity: dict[str, Any] = {"value": value}
+        if unit is not None:
+            quantity.update(unit=unit, system="http://unitsofmeasure.org", code=unit)
+        if comparator:
+            quantity["comparator"] = comparator
+        resource["valueQuantity"] = quantity
+    resource.update(extra)
+    return resource
+
+
 def patient(birth_date: str = "1975-05-01", gender: str = "female") -> dict[str, Any]:
     return {"resourceType": "Patient", "id": PATIENT_ID, "birthDate": birth_date, "gender": gender}
 

@@ -20,15 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cds_hooks import cli, create_app
-from cds_hooks.auth import (
-    AuthError,
-    BindRefused,
-    JwksCache,
-    MemoryReplayStore,
-    check_bind_allowed,
-    load_issuers,
-)
+from cds_hooks.auth import AuthError, JwksCache, MemoryReplayStore, load_issuers
 from cds_hooks.commands.keys import mint_token, public_jwk
+from cds_hooks.commands.serve import BindRefused, check_bind_allowed
 from cds_hooks.settings import load as load_settings
 from tests.factories import STROKE, condition, hook_request, med_request
 

@@ -7,39 +7,23 @@ import pytest
 from tests.factories import (
     BACLOFEN_IT,
     ICD10,
-    LOINC,
     MS,
-    PATIENT_ID,
     condition,
     hook_request,
     med_request,
+    observation,
 )
 
 RULE = "BAC-RENAL"
 PRIOR = med_request("old", status="completed", dose_mg=5, per_day=3)
 
 
-def observation(oid, code, display, value, unit="mL/min", date="2026-10-01", comparator=None):
-    quantity = {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
-    if comparator:
-        quantity["comparator"] = comparator
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": "final",
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
-        "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
-        "effectiveDateTime": date,
-        "valueQuantity": quantity,
-    }
-
-
 def crcl(value, **kw):
-    return observation("o1", "2164-2", "Creatinine renal clearance", value, **kw)
+    return observation("o1", ("2164-2", "Creatinine renal clearance"), value, **kw)
 
 
 def egfr(value, **kw):
-    return observation("o2", "98979-8", "eGFR CKD-EPI 2021", value, unit="mL/min/{1.73_m2}", **kw)
+    return observation("o2", ("98979-8", "eGFR CKD-EPI 2021"), value, "mL/min/{1.73_m2}", **kw)
 
 
 def renal_cards(call, observations=(), conditions=(), order=None):
@@ -63,7 +47,7 @@ def test_creatinine_clearance_edges(call, value, expected):
     assert [c["indicator"] for c in cards] == expected
     if cards:
         assert "creatinine clearance" in cards[0]["detail"]
-        assert "2026-10-01" in cards[0]["detail"]
+        assert "2026-11-17" in cards[0]["detail"]
 
 
 @pytest.mark.parametrize("system", ["urn:oid:2.16.840.1.113883.6.1", "http://loinc.org/"])
@@ -87,7 +71,7 @@ def test_clearance_wins_over_egfr(call):
 
 
 def test_stale_value_is_ignored(call):
-    assert renal_cards(call, [crcl(20, date="2025-11-20")]) == []
+    assert renal_cards(call, [crcl(20, when="2025-11-20")]) == []
 
 
 def test_greater_than_comparator_is_not_low(call):

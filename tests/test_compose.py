@@ -161,7 +161,7 @@ def test_image_runs_as_a_non_root_user_with_a_data_volume():
     assert last("FROM").startswith("python:3.11")
 
 
-def test_image_command_is_the_secure_serve_default():
+def test_image_command_is_the_secure_serve_default(tmp_path):
     argv = exec_form(last("CMD"))
     args = parse_cli(argv)
     assert args.command == "serve" and args.host == "0.0.0.0" and args.port == 8080
@@ -174,7 +174,7 @@ def test_image_command_is_the_secure_serve_default():
         capture_output=True,
         text=True,
         timeout=30,
-        env={**env, "CDS_DATA_DIR": "/nonexistent-never-used"},
+        env={**env, "CDS_DATA_DIR": str(tmp_path)},  # its own: the app starts before the refusal
     )
     # no JWT issuers configured: refuses to listen on 0.0.0.0 (docs/security.md)
     assert done.returncode == 2, done.stderr
@@ -298,3 +298,34 @@ def test_compose_commands_are_shell_free_lists():
         command = service.get("command")
         assert command is None or isinstance(command, list), name
     assert shlex.join(SERVICES["fixtures-loader"]["command"]).startswith("cds-hooks load-fixtures")
+
+
+# ---- PostgreSQL: the image's driver and the compose profile ------------------------------------
+
+
+def test_the_image_installs_the_postgres_driver():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(dep.startswith("psycopg") for dep in extras["postgres"])
+    runs = [args for kw, args in dockerfile_instructions() if kw == "RUN"]
+    assert any("pip wheel" in r and "'.[postgres]'" in r for r in runs)
+    assert any("pip install" in r and "cds-hooks-antispasticity[postgres]" in r for r in runs)
+
+
+def test_postgres_profile_runs_the_service_on_a_postgresql_it_waits_for():
+    postgres, cds = SERVICES["postgres"], SERVICES["cds-pg"]
+    assert postgres["profiles"] == ["postgres"] and cds["profiles"] == ["postgres"]
+    assert "ports" not in postgres  # only the compose network reaches the database
+    assert postgres["healthcheck"]["test"][1] == "pg_isready"
+    assert cds["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert cds["command"] == SERVICES["cds"]["command"]  # the same service, another store
+    url = interpolate(cds["environment"]["CDS_DATABASE_URL"])
+    env = postgres["environment"]
+    password = interpolate(env["POSTGRES_PASSWORD"])
+    expected = f"postgresql+psycopg://{env['POSTGRES_USER']}:{password}@postgres:5432/"
+    assert url == expected + env["POSTGRES_DB"]
+    for name in ("cds", "hapi"):  # the default stack does not start PostgreSQL
+        assert "profiles" not in SERVICES[name]

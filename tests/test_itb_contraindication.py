@@ -22,14 +22,12 @@ from tests.factories import (
     BACLOFEN_10_TAB,
     BACLOFEN_IT,
     ICD10,
-    LOINC,
     MS,
-    PATIENT_ID,
     SNOMED,
-    concept,
     condition,
     hook_request,
     med_request,
+    observation,
     rules_of,
 )
 
@@ -59,32 +57,6 @@ def infection(cid: str, code: tuple[str, str, str], **kwargs: Any) -> dict[str, 
 def itb_order(rid: str = "itb", **extra: Any) -> dict[str, Any]:
     """A 50 mcg (0.05 mg) intrathecal screening bolus."""
     return med_request(rid, BACLOFEN_IT, dose_mg=0.05, per_day=1, route="intrathecal", **extra)
-
-
-def observation(
-    oid: str,
-    code: tuple[str, str],
-    value: float,
-    unit: str | None,
-    *,
-    when: str = "2026-11-17T08:00:00Z",
-    status: str = "final",
-    comparator: str | None = None,
-) -> dict[str, Any]:
-    quantity: dict[str, Any] = {"value": value}
-    if unit is not None:
-        quantity.update(unit=unit, system="http://unitsofmeasure.org", code=unit)
-    if comparator:
-        quantity["comparator"] = comparator
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": status,
-        "code": concept(LOINC, *code),
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
-        "effectiveDateTime": when,
-        "valueQuantity": quantity,
-    }
 
 
 def normal_labs() -> list[dict[str, Any]]:

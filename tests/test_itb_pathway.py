@@ -112,7 +112,7 @@ def test_earlier_itb_is_not_an_oral_trial_with_the_setting_off(knowledge):
     settings["quiet_when_itb_on_record"]["value"] = False
     ctx = _ctx(knowledge, [itb_order()], [itb_order("p1", status="completed")])
     ctx.settings = dataclasses.replace(rule, settings=settings)
-    assert [f.card for f in _run(ctx)] == ["no_oral_trial"]
+    assert [f.template for f in _run(ctx)] == ["no_oral_trial"]
 
 
 def test_cerebral_palsy_itb_gets_pathway_info_but_no_indication_card(call):
@@ -365,4 +365,4 @@ def test_unit_error_still_found_when_medication_history_is_unavailable(knowledge
         unavailable={"medications": "the FHIR search failed"},
     )
     # No guess about the oral trial without the history; the unit error needs only the order.
-    assert [f.card for f in _run(ctx)] == ["unit_error"]
+    assert [f.template for f in _run(ctx)] == ["unit_error"]

@@ -162,3 +162,87 @@ def test_formatter_adds_fields_and_masks_exceptions():
     assert entry["message"] == "oops a" and entry["event"] == "e" and entry["n"] == 1
     assert entry["request_id"] == "r1"
     assert "ValueError" in entry["exc"] and TOKEN not in entry["exc"]
+
+
+def _calls_total(text: str) -> float:
+    wanted = 'cds_hook_calls_total{service="antispasticity-order-select",status="200"} '
+    return sum(float(line[len(wanted) :]) for line in text.splitlines() if line.startswith(wanted))
+
+
+def test_serve_metrics_add_up_every_gunicorn_worker_and_start_from_zero(tmp_path):
+    """`cds-hooks serve` turns on multiprocess mode itself and clears an earlier run's files."""
+    import threading
+
+    from tests.servers import request, serve
+
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CDS_NOW": NOW, "CDS_LOG_FORMAT": "none"}
+    # An earlier run's value files (2 calls) in the same folder: they must not count.
+    script = f"""
+import json
+from cds_hooks import create_app
+body = json.loads(open({str(FIXTURES / SCENARIO / "request.json")!r}).read())
+app = create_app({{"NOW": {NOW!r}, "DATA_DIR": {str(tmp_path)!r}, "LOG_FORMAT": "none"}})
+for _ in range(2):
+    assert app.test_client().post({SERVICE!r}, json=body).status_code == 200
+"""
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, timeout=120)
+    assert done.returncode == 0 and list(metrics_dir.glob("counter_*.db"))
+    body = hook_request()
+    with serve(tmp_path / "server", env, workers=2, threads=1) as port:
+        statuses: list[int] = []
+
+        def caller() -> None:
+            for _ in range(4):  # each on a new connection: either worker may take it
+                statuses.append(request(port, "POST", SERVICE, body)[0])
+
+        for _ in range(25):  # until both workers have answered calls (their own value files)
+            callers = [threading.Thread(target=caller) for _ in range(4)]
+            for thread in callers:
+                thread.start()
+            for thread in callers:
+                thread.join()
+            if len(list(metrics_dir.glob("counter_*.db"))) >= 2:
+                break
+        assert len(list(metrics_dir.glob("counter_*.db"))) == 2, "one worker took every call"
+        assert statuses == [200] * len(statuses)
+        scrapes = [request(port, "GET", "/metrics")[1] for _ in range(6)]
+    assert [_calls_total(text) for text in scrapes] == [float(len(statuses))] * 6
+
+
+def test_serve_removes_the_temporary_metrics_folder_it_made(tmp_path):
+    from tests.servers import request, serve
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp), "CDS_LOG_FORMAT": "none"}
+    environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    old = os.environ.copy()
+    os.environ.clear()
+    os.environ.update(environ)
+    try:
+        with serve(tmp_path / "server", env, workers=2, threads=1) as port:
+            assert request(port, "POST", SERVICE, hook_request())[0] == 200
+            (made,) = temp.glob("cds-hooks-metrics-*")
+            assert list(made.glob("counter_*.db"))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert not made.exists()
+
+
+def test_a_refused_serve_leaves_this_process_metrics_as_they_were(monkeypatch, tmp_path):
+    import tempfile
+
+    from prometheus_client import values
+
+    from cds_hooks import cli
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2  # no issuers: refused
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert values.ValueClass is values.MutexValue
+    assert not list(tmp_path.glob("cds-hooks-metrics-*"))  # its temporary folder is gone

@@ -376,3 +376,312 @@ def test_a_loopback_fhir_server_is_refused_by_default(knowledge, tmp_path, ehr, 
         _app(knowledge, tmp_path / "b", ALLOW_HTTP_FHIR=True, FHIR_ALLOW_PRIVATE=True),
         f"{ehr.base}/fhir",
     )
+
+
+# ---- what comes back: parse failures and the byte budget ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType": "Bundle", "type": "searchset", "entry": '
+        + b"[" * 10_000
+        + b"]" * 10_000
+        + b"}",
+        b'{"resourceType": "Bundle", "x": "\xff\xfe bad utf-8"}',
+        b'{"resourceType": "Bundle", "total": 1' + b"0" * 5000 + b"}",
+        b'{"resourceType": "Bundle", "total": 1e999}',
+        b'{"resourceType": "Bundle", "total": NaN}',
+    ],
+    ids=["10000-deep", "bad-utf8", "5000-digit-int", "float-overflow", "nan"],
+)
+def test_an_unparseable_fhir_page_is_a_data_failure_not_a_500(sandbox, ehr, body):
+    ehr.routes["/fhir/Condition"] = (200, {}, body)
+    codes = _call(sandbox, f"{ehr.base}/fhir")
+    assert DEGRADED in codes
+    assert "BAC-INDICATION" not in codes
+
+
+def test_an_unparseable_next_page_of_a_prefetched_search_is_a_data_failure(sandbox, ehr):
+    deep = b'{"resourceType": "Bundle", "entry": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    ehr.routes["/fhir/Condition"] = (200, {}, deep)
+    codes = _call(
+        sandbox, f"{ehr.base}/fhir", prefetch_conditions=_page(f"{ehr.base}/fhir/Condition?p=2")
+    )
+    assert DEGRADED in codes
+
+
+def test_one_byte_budget_per_call_across_pages_and_searches(knowledge, tmp_path, ehr):
+    """Each page is under FHIR_MAX_BYTES; together they pass the call's budget."""
+    filler = [condition(f"x{i}", STROKE) for i in range(40)]  # ~15 KB a page
+    for page in range(1, 30):
+        bundle = searchset(filler)
+        if page < 29:
+            bundle["link"] = [{"relation": "next", "url": f"{ehr.base}/fhir/p{page + 1}"}]
+        ehr.routes[f"/fhir/p{page}" if page > 1 else "/fhir/Condition"] = (200, {}, bundle)
+    settings = {"ALLOW_HTTP_FHIR": True, "FHIR_ALLOW_PRIVATE": True, "FHIR_MAX_PAGES": 100}
+    roomy = _app(knowledge, tmp_path / "a", **settings)
+    assert "BAC-INDICATION" in _call(roomy, f"{ehr.base}/fhir")
+    pages_read = len(ehr.seen)
+    ehr.seen.clear()
+    tight = _app(knowledge, tmp_path / "b", FHIR_MAX_BYTES_PER_CALL=100_000, **settings)
+    codes = _call(tight, f"{ehr.base}/fhir")
+    assert DEGRADED in codes
+    assert "BAC-INDICATION" not in codes  # half a search is not "nothing found"
+    assert len(ehr.seen) < pages_read  # it stopped asking
+
+
+# ---- allowlists of FHIR servers -----------------------------------------------------------------
+
+ALLOWED = "https://ehr.example/fhir"
+
+
+def _fetches(client, server: str, headers: dict | None = None) -> tuple[list[str], list[str]]:
+    """(card topics, URLs requested) for a call whose conditions must be fetched from `server`."""
+    import responses
+
+    body = hook_request([med_request("d1")], conditions=[condition("c1", STROKE)])
+    del body["prefetch"]["conditions"]
+    body["fhirServer"] = server
+    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer"}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{server}/Condition", json=_page())
+        response = client.post(SELECT, json=body, headers=headers or {})
+        requested = [call.request.url for call in mock.calls]
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]], requested
+
+
+def test_fhir_servers_allowlist_without_issuers(knowledge, tmp_path, connects):
+    client = _app(knowledge, tmp_path, FHIR_SERVERS=ALLOWED)
+    codes, requested = _fetches(client, ALLOWED)
+    assert "BAC-INDICATION" in codes and len(requested) == 1
+    for other in (
+        "https://other.example/fhir",
+        "https://ehr.example/fhirx",
+        "https://ehr.example:8443/fhir",
+    ):
+        codes, requested = _fetches(client, other)
+        assert DEGRADED in codes, other
+        assert requested == [], other
+    assert connects == []
+
+
+def _issuer_app(knowledge, tmp_path, **issuer: Any):
+    from cds_hooks.commands.keys import new_key, public_jwk
+
+    key = new_key("ES384")
+    iss = "https://ehr.example"
+    client = _app(
+        knowledge,
+        tmp_path,
+        AUTH_ISSUERS={iss: {"jwks": {"keys": [public_jwk(key)]}, **issuer}},
+        PUBLIC_BASE_URL="http://localhost",
+    )
+    return client, key, iss
+
+
+def _bearer(key, iss: str) -> dict[str, str]:
+    from cds_hooks.commands.keys import mint_token
+
+    token = mint_token(key, iss=iss, aud=f"http://localhost{SELECT}")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_issuers_fhir_servers_decide_which_servers_its_calls_reach(
+    knowledge, tmp_path, connects
+):
+    client, key, iss = _issuer_app(knowledge, tmp_path, fhir_servers=[ALLOWED])
+    codes, requested = _fetches(client, ALLOWED, _bearer(key, iss))
+    assert "BAC-INDICATION" in codes and len(requested) == 1
+    codes, requested = _fetches(client, "https://other.example/fhir", _bearer(key, iss))
+    assert DEGRADED in codes and requested == []
+    assert connects == []
+
+
+def test_an_issuer_without_fhir_servers_never_has_a_server_contacted(knowledge, tmp_path):
+    client, key, iss = _issuer_app(knowledge, tmp_path)
+    codes, requested = _fetches(client, ALLOWED, _bearer(key, iss))
+    assert DEGRADED in codes and requested == []
+
+
+def test_issuer_fhir_servers_must_be_https_urls():
+    from cds_hooks.auth import load_issuers
+
+    jwks = {"keys": [{"kty": "EC", "kid": "k", "crv": "P-384", "x": "a", "y": "b"}]}
+    issuers = load_issuers({"https://ehr.example": {"jwks": jwks, "fhir_servers": [ALLOWED]}})
+    assert issuers["https://ehr.example"].fhir_servers == (ALLOWED,)
+    for bad in ("http://ehr.example/fhir", "https://evil\\@ehr.example/fhir", "ehr.example"):
+        with pytest.raises(ValueError, match="fhir_servers"):
+            load_issuers({"https://ehr.example": {"jwks": jwks, "fhir_servers": [bad]}})
+
+
+# ---- a hospital's own CA, and its proxy ---------------------------------------------------------
+
+
+def _throwaway_ca(folder, name: str) -> tuple[str, str, str]:
+    """(CA PEM path, server cert PEM path, server key PEM path) for host `name`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Hospital Root CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return tuple(str(p) for p in paths)  # type: ignore[return-value]
+
+
+HOSPITAL = "fhir.hospital.test"
+
+
+@pytest.fixture
+def tls_ehr(tmp_path, monkeypatch) -> Iterator[tuple[Server, str]]:
+    """A TLS FHIR server on loopback with a certificate from a private CA, named HOSPITAL."""
+    import ssl
+
+    ca, cert, key = _throwaway_ca(tmp_path, HOSPITAL)
+    real = socket.getaddrinfo
+
+    def hospital_dns(host, port, *args, **kwargs):  # the hospital's DNS, for this name only
+        if host == HOSPITAL:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hospital_dns)
+    server = Server()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.routes["/fhir/Condition"] = (200, {}, _page())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, ca
+    server.shutdown()
+    server.server_close()
+
+
+def test_ca_bundle_makes_a_private_ca_fhir_server_work(knowledge, tmp_path, tls_ehr, caplog):
+    server, ca = tls_ehr
+    url = f"https://{HOSPITAL}:{server.server_address[1]}/fhir"
+    untrusted = _app(knowledge, tmp_path / "a", FHIR_ALLOW_PRIVATE=True)
+    assert DEGRADED in _call(untrusted, url)  # certifi's roots alone: the TLS check fails
+    trusted = _app(knowledge, tmp_path / "b", FHIR_ALLOW_PRIVATE=True, CA_BUNDLE=ca)
+    assert "BAC-INDICATION" in _call(trusted, url)
+    assert (f"/fhir/Condition?patient={PATIENT_ID}", f"Bearer {TOKEN}") in server.seen
+
+
+def test_the_ca_bundle_adds_to_the_public_roots():
+    import certifi
+
+    context = outbound.ssl_context(certifi.where())
+    public = len(outbound.ssl_context().get_ca_certs())
+    assert public > 50 and len(context.get_ca_certs()) >= public
+
+
+class _ConnectProxy(ThreadingHTTPServer):
+    """A minimal HTTPS proxy (CONNECT tunnels) on loopback that records what it was asked."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.asked: list[str] = []
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: _ConnectProxy
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_CONNECT(self) -> None:
+        import select
+
+        self.server.asked.append(self.path)
+        host, _, port = self.path.rpartition(":")
+        upstream = socket.create_connection((host, int(port)), timeout=5)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        sockets = [self.connection, upstream]
+        try:
+            while True:
+                ready, _, _ = select.select(sockets, [], [], 5)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is self.connection else self.connection).sendall(data)
+        finally:
+            upstream.close()
+
+
+def test_https_proxy_carries_fhir_requests(knowledge, tmp_path, tls_ehr):
+    server, ca = tls_ehr
+    proxy = _ConnectProxy()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"https://{HOSPITAL}:{server.server_address[1]}/fhir"
+        client = _app(
+            knowledge,
+            tmp_path,
+            FHIR_ALLOW_PRIVATE=True,
+            CA_BUNDLE=ca,
+            HTTPS_PROXY=f"http://127.0.0.1:{proxy.server_address[1]}",
+        )
+        assert "BAC-INDICATION" in _call(client, url)
+        assert proxy.asked == [f"{HOSPITAL}:{server.server_address[1]}"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_through_a_proxy_internal_destinations_are_still_refused(knowledge, tmp_path, connects):
+    client = _app(knowledge, tmp_path, HTTPS_PROXY="http://127.0.0.1:9")
+    assert DEGRADED in _call(client, "https://169.254.169.254/fhir")
+    assert connects == []  # not even the proxy was asked

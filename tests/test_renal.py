@@ -8,6 +8,7 @@ import pytest
 
 from cds_hooks.clinical.renal import RenalFunction, age_years, renal_function
 from cds_hooks.terminology import Terminology
+from tests.factories import observation
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -25,23 +26,11 @@ def days_ago(days: int) -> str:
 
 
 def obs(code, value=None, unit="mL/min", *, days=5, status="final", id_=None, **extra):
-    resource = {
-        "resourceType": "Observation",
-        "id": id_ or f"{code}-{days}",
-        "status": status,
-        "code": {"coding": [{"system": LOINC, "code": code}]},
-        "effectiveDateTime": days_ago(days),
-        **extra,
-    }
-    if value is not None:
-        resource["valueQuantity"] = {
-            "value": value,
-            "unit": unit,
-            "system": "http://unitsofmeasure.org",
-        }
-        if unit:
-            resource["valueQuantity"]["code"] = unit
-    return resource
+    """The shared Observation factory, dated `days` before NOW."""
+    when = days_ago(days)
+    return observation(
+        id_ or f"{code}-{days}", code, value, unit, when=when, status=status, **extra
+    )
 
 
 def condition(system, code, display="", *, id_="c1", clinical="active", **extra):

@@ -14,6 +14,7 @@ from tests.factories import (
     TIZANIDINE_4_TAB,
     hook_request,
     med_request,
+    observation,
     patient,
     rule_cards,
 )
@@ -28,35 +29,6 @@ CREATININE = "2160-0"
 WEIGHT = "29463-7"
 AGED_64 = "1961-11-22"  # 65th birthday is the day after the frozen "now" (2026-11-21)
 AGED_65 = "1961-11-21"
-
-
-def observation(
-    oid: str,
-    code: str,
-    value: float,
-    unit: str = "mL/min",
-    *,
-    when: str = "2026-11-10",
-    comparator: str | None = None,
-    status: str = "final",
-) -> dict[str, Any]:
-    quantity: dict[str, Any] = {
-        "value": value,
-        "unit": unit,
-        "system": "http://unitsofmeasure.org",
-        "code": unit,
-    }
-    if comparator:
-        quantity["comparator"] = comparator
-    return {
-        "resourceType": "Observation",
-        "id": oid,
-        "status": status,
-        "code": {"coding": [{"system": LOINC, "code": code}]},
-        "subject": {"reference": f"Patient/{PATIENT_ID}"},
-        "effectiveDateTime": when,
-        "valueQuantity": quantity,
-    }
 
 
 def tizanidine(rid: str = "d1", **kwargs: Any) -> dict[str, Any]:
@@ -78,7 +50,7 @@ def test_measured_creatinine_clearance_threshold(call, value, expected):
     assert [c["indicator"] for c in cards] == expected
     if expected:
         assert "creatinine clearance" in cards[0]["summary"]
-        assert "2026-11-10" in cards[0]["detail"]
+        assert "2026-11-17" in cards[0]["detail"]
         assert "Observation/o1" in cards[0]["detail"]
         assert "MedicationRequest/d1" in cards[0]["detail"]
 

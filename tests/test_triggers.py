@@ -86,7 +86,7 @@ class Recording(RuleContext):
 def run_ungated(rule: Rule, record, knowledge) -> tuple[list, set[str]]:
     ctx = Recording(record, knowledge, knowledge.rule(rule.id), NOW)
     ctx.asked = set()
-    return rule.evaluate(ctx), ctx.asked
+    return list(rule.evaluate(ctx)), ctx.asked
 
 
 @pytest.mark.parametrize(("name", "request_body"), REQUESTS, ids=[n for n, _ in REQUESTS])

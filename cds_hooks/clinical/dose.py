@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cds_hooks.clinical.labs import fmt
 from cds_hooks.fhir.read import as_dict, as_list, codings, quantity, text
 
 GTS_ABBREVIATION = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
@@ -152,11 +153,6 @@ def _round(value: float) -> float:
     return round(value, 4)
 
 
-def _fmt(value: float) -> str:
-    """A number for a human: at most 4 decimals, no trailing zeros."""
-    return f"{_round(value):.4f}".rstrip("0").rstrip(".")
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -184,16 +180,16 @@ def _to_mg(qty: Mapping, strength: Strength) -> tuple[float, str] | str:
         return "the dose quantity has no numeric value"
     amount = read[0]
     if amount <= 0:
-        return f"the dose quantity {_fmt(amount)} is not positive"
+        return f"the dose quantity {fmt(amount)} is not positive"
     shown = _unit_shown(qty)
     keys = _unit_keys(qty)
     if not keys:
-        return f"the dose quantity {_fmt(amount)} has no unit"
+        return f"the dose quantity {fmt(amount)} has no unit"
     for key in keys:
         if key in MASS_MG:
             mg = amount * MASS_MG[key]
-            how = f"{_fmt(amount)} {shown}"
-            return mg, how if key == "mg" else f"{how} ({_fmt(mg)} mg)"
+            how = f"{fmt(amount)} {shown}"
+            return mg, how if key == "mg" else f"{how} ({fmt(mg)} mg)"
     for key in keys:
         per = "unit" if key in _PER_UNIT else "mL" if key in _PER_ML else None
         if per is None:
@@ -206,7 +202,7 @@ def _to_mg(qty: Mapping, strength: Strength) -> tuple[float, str] | str:
             return f"the dose is in {shown} but the known strength is per {strength[1]}"
         mg = amount * value
         label = "mg" if per == "unit" else "mg/mL"
-        return mg, f"{_fmt(amount)} {shown} x {_fmt(value)} {label} ({_fmt(mg)} mg)"
+        return mg, f"{fmt(amount)} {shown} x {fmt(value)} {label} ({fmt(mg)} mg)"
     return f"the dose unit {shown!r} cannot be converted to mg"
 
 
@@ -271,26 +267,26 @@ def _repeat_per_day(repeat: Mapping) -> tuple[float, str] | str | None:
     given = [f for f in (low, high) if f is not None]
     if given:
         if min(given) <= 0:
-            return f"timing frequency {_fmt(min(given))} is not positive"
+            return f"timing frequency {fmt(min(given))} is not positive"
         frequency = max(given)
         period_value = repeat.get("period", 1)
         unit = repeat.get("periodUnit")
         days = period_days(period_value, unit)
         if days is None:
             return f"timing period {period_value!r} {unit!r} is not understood"
-        period = _fmt(float(period_value))
+        period = fmt(float(period_value))
         every_period = "a day" if days == 1 else f"every {period} {unit}"
         if high is not None and frequency == high and low != high:
-            said = f"{_fmt(low)} to {_fmt(high)}" if low is not None else f"up to {_fmt(high)}"
+            said = f"{fmt(low)} to {fmt(high)}" if low is not None else f"up to {fmt(high)}"
             words = (
-                f"{said} times {every_period}, counted at the maximum (frequencyMax {_fmt(high)})"
+                f"{said} times {every_period}, counted at the maximum (frequencyMax {fmt(high)})"
             )
         elif days == 1:
-            words = "once a day" if frequency == 1 else f"{_fmt(frequency)} times a day"
+            words = "once a day" if frequency == 1 else f"{fmt(frequency)} times a day"
         elif frequency == 1:
             words = f"every {period} {unit}"
         else:
-            words = f"{_fmt(frequency)} times every {period} {unit}"
+            words = f"{fmt(frequency)} times every {period} {unit}"
         return frequency / days, words
     for field in ("when", "timeOfDay"):
         moments = [m for m in as_list(repeat.get(field)) if isinstance(m, str) and m]
@@ -328,7 +324,7 @@ def _per_day(dosage: Mapping) -> tuple[float, str] | str | None:
         # Timing.repeat.count is the total number of administrations: it caps the daily count.
         count = _number(repeat.get("countMax")) or _number(repeat.get("count"))
         if count is not None and 0 < count < per_day:
-            return count, f"{words}, {_fmt(count)} times in total"
+            return count, f"{words}, {fmt(count)} times in total"
         return from_repeat
     from_code = _code_per_day(timing.get("code"))
     if from_code is not None:
@@ -370,7 +366,7 @@ def _max_per_day(dosage: Mapping, strength: Strength) -> tuple[float, str] | str
             reason = f"maxDosePerPeriod: period {value!r} {unit!r} is not understood"
             continue
         mg_per_day = numerator[0] / days
-        words = f"at most {numerator[1]} per {_fmt(float(value))} {unit}"
+        words = f"at most {numerator[1]} per {fmt(float(value))} {unit}"
         if best is None or mg_per_day < best[0]:
             best = (mg_per_day, words)
     return best if best is not None else str(reason)
@@ -398,7 +394,7 @@ def _line(dosage: Mapping, strength: Strength) -> _Line | str:
             if isinstance(per_day, tuple) and single_mg * per_day[0] < mg_per_day:
                 mg_per_day = single_mg * per_day[0]
                 words = f"{dose_words} {per_day[1]} ({words})"
-            return _Line(mg_per_day, single_mg, f"as needed, {words} = {_fmt(mg_per_day)} mg/day")
+            return _Line(mg_per_day, single_mg, f"as needed, {words} = {fmt(mg_per_day)} mg/day")
         if per_day is None:
             why = f" ({maximum})" if isinstance(maximum, str) else ""
             return f"as needed with neither a maximum per period nor a frequency{why}"
@@ -406,12 +402,12 @@ def _line(dosage: Mapping, strength: Strength) -> _Line | str:
         return _Line(
             mg_per_day,
             single_mg,
-            f"{dose_words} {per_day[1]} as needed = {_fmt(mg_per_day)} mg/day",
+            f"{dose_words} {per_day[1]} as needed = {fmt(mg_per_day)} mg/day",
         )
     if per_day is None:
         return "no frequency (timing) is given"
     mg_per_day = single_mg * per_day[0]
-    return _Line(mg_per_day, single_mg, f"{dose_words} {per_day[1]} = {_fmt(mg_per_day)} mg/day")
+    return _Line(mg_per_day, single_mg, f"{dose_words} {per_day[1]} = {fmt(mg_per_day)} mg/day")
 
 
 def daily_dose(
@@ -452,7 +448,7 @@ def daily_dose(
     if not phases:
         total = _round(sum(line.mg_per_day for line in unsequenced))
         basis = " + ".join(line.basis for line in unsequenced)
-        return Dose(total, max_single, f"{basis}; concurrent lines summed = {_fmt(total)} mg/day")
+        return Dose(total, max_single, f"{basis}; concurrent lines summed = {fmt(total)} mg/day")
     sums = {
         seq: _round(sum(line.mg_per_day for line in lines + unsequenced))
         for seq, lines in sorted(phases.items())
@@ -460,12 +456,12 @@ def daily_dose(
     described = []
     for seq, lines in sorted(phases.items()):
         joined = " + ".join(line.basis for line in lines + unsequenced)
-        described.append(f"phase {_fmt(seq)}: {joined}")
+        described.append(f"phase {fmt(seq)}: {joined}")
     total = max(sums.values())
     if len(phases) == 1:
-        basis = "; ".join(described) + f"; concurrent lines summed = {_fmt(total)} mg/day"
+        basis = "; ".join(described) + f"; concurrent lines summed = {fmt(total)} mg/day"
     else:
-        basis = "; ".join(described) + f"; highest phase = {_fmt(total)} mg/day"
+        basis = "; ".join(described) + f"; highest phase = {fmt(total)} mg/day"
     return Dose(total, max_single, basis)
 
 

@@ -27,9 +27,17 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
+from cds_hooks.clinical.labs import (
+    aware,
+    fmt,
+    normalise_unit,
+    unit_factor,
+    unit_table,
+    usable_time,
+)
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
@@ -39,37 +47,39 @@ from cds_hooks.fhir.read import (
     parse_date,
     quantity,
     ref_of,
-    text,
 )
 from cds_hooks.terminology import Terminology, system_name
 
 log = logging.getLogger(__name__)
 
 MIN_COCKCROFT_GAULT_AGE = 18  # the equation was derived in adults
-FUTURE_TOLERANCE = timedelta(days=1)  # clock skew / time zones; later results are data errors
 
-# Clearance units (normalised: lower case, no spaces, braces or underscores) -> factor to mL/min.
-_CLEARANCE_UNITS = {
-    "ml/min": 1.0,
-    "ml/min/1.73m2": 1.0,
-    "ml/s": 60.0,
-    "ml/s/1.73m2": 60.0,
-}
-_CREATININE_UNITS = {  # -> mg/dL
-    "mg/dl": 1.0,
-    "umol/l": 1 / 88.4,
-    "\u00b5mol/l": 1 / 88.4,  # micro sign
-    "\u03bcmol/l": 1 / 88.4,  # Greek mu
-    "mmol/l": 1000 / 88.4,
-}
-_WEIGHT_UNITS = {  # -> kg
-    "kg": 1.0,
-    "g": 0.001,
-    "[lb_av]": 0.45359237,
-    "lb": 0.45359237,
-    "lbs": 0.45359237,
-    "[lb_us]": 0.45359237,
-}
+# Clearance units (keys normalised by labs.unit_table) -> factor to mL/min.
+_CLEARANCE_UNITS = unit_table(
+    {
+        "ml/min": 1.0,
+        "ml/min/1.73m2": 1.0,
+        "ml/s": 60.0,
+        "ml/s/1.73m2": 60.0,
+    }
+)
+_CREATININE_UNITS = unit_table(
+    {  # -> mg/dL
+        "mg/dl": 1.0,
+        "umol/l": 1 / 88.4,  # also the micro sign and Greek mu (normalise_unit)
+        "mmol/l": 1000 / 88.4,
+    }
+)
+_WEIGHT_UNITS = unit_table(
+    {  # -> kg
+        "kg": 1.0,
+        "g": 0.001,
+        "[lb_av]": 0.45359237,
+        "lb": 0.45359237,
+        "lbs": 0.45359237,
+        "[lb_us]": 0.45359237,
+    }
+)
 _VALUE_STRING_RE = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?|\.\d+)\s*(.*?)\s*$")
 _COMPARATOR_ORDER = {"<": 0, "<=": 1, None: 2, ">=": 3, ">": 4}
 
@@ -173,14 +183,10 @@ class RenalFunction:
         return sentence
 
 
-def _fmt(value: float) -> str:
-    return f"{round(value, 4):.4f}".rstrip("0").rstrip(".")
-
-
 def _shown_value(value: float) -> str:
     # One decimal, truncated rather than rounded, so a value shown never sits on the other side of
     # a "< 25" or "< 30" threshold than the value the rule compared (24.96 shows as 24.9, not 25).
-    return _fmt(math.floor(round(value * 10, 6)) / 10)
+    return fmt(math.floor(round(value * 10, 6)) / 10)
 
 
 def _parenthetical(label: str) -> str | None:
@@ -200,45 +206,6 @@ def _code_reference(system: str, code: str) -> str:
     return f"{system_name(system)} {code}"
 
 
-def _norm_unit(unit: str) -> str:
-    unit = unit.strip().lower()
-    for old, new in (("m^2", "m2"), ("m\u00b2", "m2"), (" ", ""), ("{", ""), ("}", ""), ("_", "")):
-        unit = unit.replace(old, new)
-    return unit
-
-
-def _unit_factor(qty: Mapping, table: Mapping[str, float]) -> tuple[float, str] | None:
-    """(factor, unit as shown) from the Quantity's code or unit, whichever the table knows."""
-    for field in ("code", "unit"):
-        unit = text(qty.get(field))
-        if unit and (factor := table.get(_norm_unit(unit))) is not None:
-            return factor, text(qty.get("unit")) or unit
-    return None
-
-
-def _aware(now: datetime) -> datetime:
-    return now if now.tzinfo else now.replace(tzinfo=UTC)
-
-
-def _usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | None:
-    """The effective time of a usable Observation (status, age), else None."""
-    if obs.get("resourceType", "Observation") != "Observation":
-        return None
-    if not status.observation_usable(obs):
-        log.debug("renal: %s skipped, status %r", ref_of(obs), obs.get("status"))
-        return None
-    moment = effective_time(obs)
-    if moment is None:
-        log.debug("renal: %s skipped, no effective time", ref_of(obs))
-        return None
-    # Whole calendar days, so a date-only result exactly `max_age_days` old still counts.
-    age_days = (now.astimezone(UTC).date() - moment.astimezone(UTC).date()).days
-    if age_days > max_age_days or moment > now + FUTURE_TOLERANCE:
-        log.debug("renal: %s skipped, %s days old (limit %s)", ref_of(obs), age_days, max_age_days)
-        return None
-    return moment
-
-
 def _clearance_from_quantity(qty: Any) -> tuple[float, str | None] | None:
     """(mL/min, comparator) from a Quantity; one without any unit is taken in the code's unit."""
     read = quantity(qty)
@@ -247,7 +214,7 @@ def _clearance_from_quantity(qty: Any) -> tuple[float, str | None] | None:
     value, unit, comparator = read
     if unit is None:
         return value, comparator
-    factor = _unit_factor(as_dict(qty), _CLEARANCE_UNITS)
+    factor = unit_factor(as_dict(qty), _CLEARANCE_UNITS)
     if factor is None:
         log.debug("renal: clearance unit %r not understood", unit)
         return None
@@ -262,7 +229,7 @@ def _clearance_from_string(value: Any) -> tuple[float, str | None] | None:
     if not match:
         return None
     comparator, number, unit = match.groups()
-    factor = _CLEARANCE_UNITS.get(_norm_unit(unit)) if unit else 1.0
+    factor = _CLEARANCE_UNITS.get(normalise_unit(unit)) if unit else 1.0
     if factor is None:
         log.debug("renal: clearance unit %r in valueString not understood", unit)
         return None
@@ -299,7 +266,7 @@ def _clearance_readings(
         component_hits = [(c, codes.match(c.get("code"))) for c in components]
         if top is None and not any(hit for _c, hit in component_hits):
             continue
-        moment = _usable_time(obs, now, max_age_days)
+        moment = usable_time(obs, now, max_age_days)
         if moment is None:
             continue
         value = None
@@ -313,7 +280,7 @@ def _clearance_readings(
             found = []
             for component, hit in component_hits:
                 qty = component.get("valueQuantity")
-                in_ml_min = _unit_factor(as_dict(qty), _CLEARANCE_UNITS) is not None
+                in_ml_min = unit_factor(as_dict(qty), _CLEARANCE_UNITS) is not None
                 if hit is not None or (top is not None and in_ml_min):
                     reading = _clearance_from_quantity(qty) or _clearance_from_string(
                         component.get("valueString")
@@ -343,12 +310,12 @@ def _latest_amount(
     for obs in observations:
         if codes.match(obs.get("code")) is None:
             continue
-        moment = _usable_time(obs, now, max_age_days)
+        moment = usable_time(obs, now, max_age_days)
         if moment is None:
             continue
         qty = as_dict(obs.get("valueQuantity"))
         read = quantity(qty)
-        factor = _unit_factor(qty, units)
+        factor = unit_factor(qty, units)
         if read is None or factor is None or read[0] <= 0:
             log.debug("renal: %s skipped, no value in a known unit", ref_of(obs))
             continue
@@ -362,7 +329,7 @@ def age_years(patient: Mapping | None, now: datetime) -> int | None:
     born = parse_date(as_dict(patient).get("birthDate"))
     if born is None:
         return None
-    today = _aware(now).astimezone(UTC).date()
+    today = aware(now).astimezone(UTC).date()
     years = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
     return years if years >= 0 else None
 
@@ -391,12 +358,12 @@ def _cockcroft_gault(
     crcl = (140 - age) * weight_kg / (72 * scr_mg_dl) * factor
     if crcl <= 0:
         return None
-    scr_shown = f"{_fmt(round(scr_value, 2))} {scr_unit}"
-    weight_shown = f"{_fmt(round(weight_value, 1))} {weight_unit}"
-    if _norm_unit(scr_unit) != "mg/dl":
-        scr_shown += f" ({_fmt(round(scr_mg_dl, 2))} mg/dL)"
-    if _norm_unit(weight_unit) != "kg":
-        weight_shown += f" ({_fmt(round(weight_kg, 1))} kg)"
+    scr_shown = f"{fmt(round(scr_value, 2))} {scr_unit}"
+    weight_shown = f"{fmt(round(weight_value, 1))} {weight_unit}"
+    if normalise_unit(scr_unit) != "mg/dl":
+        scr_shown += f" ({fmt(round(scr_mg_dl, 2))} mg/dL)"
+    if normalise_unit(weight_unit) != "kg":
+        weight_shown += f" ({fmt(round(weight_kg, 1))} kg)"
     label = (
         f"Cockcroft-Gault estimate from serum creatinine {scr_shown} on "
         f"{scr_when.astimezone(UTC).date().isoformat()}, weight {weight_shown} on "
@@ -476,7 +443,7 @@ def renal_function(
     `value_sets`, by the one matcher (`Terminology`). Conditions count when `fhir.status` finds
     them present.
     """
-    now = _aware(now)
+    now = aware(now)
     codes = _RenalCodes.of(terminology, value_sets)
     observations = [o for o in observations if isinstance(o, Mapping)]
     conditions = [c for c in conditions if isinstance(c, Mapping)]

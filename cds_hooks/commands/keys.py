@@ -18,7 +18,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from shlex import quote
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -57,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
         write_key_files(folder, private, iss)
         print(
             f"cds-hooks: wrote {key_file} (secret), {folder / 'jwks.json'}, {issuers_file}\n"
-            f"  serve:  CDS_AUTH_ISSUERS={issuers_file} cds-hooks serve\n"
-            f'  call:   curl -H "Authorization: Bearer $(cds-hooks keys --dir {folder} '
-            f'--aud {DEFAULT_AUD})" {DEFAULT_AUD}\n'
+            f"  serve:  {serve_command(issuers_file, args.aud)}\n"
+            f'  call:   curl -H "Authorization: Bearer $(cds-hooks keys --dir {quote(str(folder))} '
+            f'--aud {quote(args.aud)})" {quote(args.aud)}\n'
             "  Each token is single-use (jti) and aud must be the exact URL called.",
             file=sys.stderr,
         )
@@ -81,6 +83,33 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def serve_command(issuers_file: Path, aud: str) -> str:
+    """The `cds-hooks serve` line that accepts tokens minted for `aud`, working as printed.
+
+    PUBLIC_BASE_URL is `aud` up to its `/cds-services` path (every token's aud is that URL plus
+    the path called); the port is the one `aud` names.
+    """
+    parts = urlsplit(aud)
+    base, _, _ = aud.partition("/cds-services")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.hostname in ("127.0.0.1", "localhost"):
+        host: list[str] = []  # serve's default, 127.0.0.1
+    elif parts.hostname == "::1":
+        host = ["--host", "::1"]
+    else:  # with issuers configured any address may be served
+        host = ["--host", "0.0.0.0"]  # noqa: S104
+    words = [
+        f"CDS_AUTH_ISSUERS={quote(str(issuers_file))}",
+        f"CDS_PUBLIC_BASE_URL={quote(base.rstrip('/'))}",
+        "cds-hooks",
+        "serve",
+        *host,
+        "--port",
+        str(port),
+    ]
+    return " ".join(words)
 
 
 def new_key(alg: str) -> Any:

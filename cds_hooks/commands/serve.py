@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import socket
 import sys
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 from cds_hooks.commands import UsageError, build_app, positive, setting_problem
+
+if TYPE_CHECKING:
+    from cds_hooks.settings import Settings
 
 HELP = "run the service (gunicorn; --reload for the development server)"
 DEFAULT_THREADS = 4  # overlap FHIR fetches (up to DEADLINE_SECONDS) and slow clients
@@ -39,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=positive(int),
-        help="worker processes (default: one per CPU core available, at least 2)",
+        help="worker processes (default: one per usable CPU, capped by the cgroup CPU quota)",
     )
     parser.add_argument(
         "--threads",
@@ -60,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cds_hooks.auth import BindRefused, check_bind_allowed
+    from cds_hooks.observability import multiprocess_metrics
     from cds_hooks.settings import load as load_settings
 
     # Refuse a bad setting, an unsafe bind or a busy port before anything is opened (the
@@ -70,14 +75,17 @@ def run(args: argparse.Namespace) -> int:
     except BindRefused as refused:
         raise UsageError(str(refused)) from None
     check_port(args.host, args.port)
-    app = build_app()
-    print(f"cds-hooks: {notice}", file=sys.stderr)
-    where = f"http://{_bind(args.host, args.port)}/cds-services"
-    if args.reload:
-        print(f"cds-hooks: serving on {where} (development server)", file=sys.stderr)
-        app.run(host=args.host, port=args.port, threaded=True, use_reloader=True)
-        return 0
-    _gunicorn(app, args, where)
+    # gunicorn workers write their metrics to files in one folder, so that /metrics adds them
+    # up: switched on before the app makes its metrics (not for the development server).
+    with nullcontext() if args.reload else multiprocess_metrics():
+        app = build_app()
+        print(f"cds-hooks: {notice}", file=sys.stderr)
+        where = f"http://{_bind(args.host, args.port)}/cds-services"
+        if args.reload:
+            print(f"cds-hooks: serving on {where} (development server)", file=sys.stderr)
+            app.run(host=args.host, port=args.port, threaded=True, use_reloader=True)
+            return 0
+        _gunicorn(app, args, where)
     return 0
 
 
@@ -134,8 +142,10 @@ def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
         "bind": [_bind(args.host, args.port)],
         "workers": args.workers or gunicorn_conf.default_workers(),
         "threads": args.threads,
+        "on_starting": gunicorn_conf.bind_check(args.allow_unauthenticated),
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
+        "child_exit": gunicorn_conf.child_exit,  # /metrics: every worker's files, one folder
         "when_ready": when_ready,
         "proc_name": "cds-hooks",
     }
@@ -150,3 +160,68 @@ def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
             return app
 
     Server().run()
+
+
+# ---- the bind policy: one function, used by every launcher (this command, gunicorn_conf) -------
+
+
+class BindRefused(ValueError):
+    """Serving this address without authentication needs an explicit opt-in."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: it may resolve anywhere
+
+
+def check_bind_allowed(host: str, settings: Settings, allow_unauthenticated: bool = False) -> str:
+    """What to tell the operator about authentication, or BindRefused for an unsafe bind.
+
+    Without issuers the service is open, so by default it may only listen on loopback; another
+    address needs `--allow-unauthenticated` (or ALLOW_UNAUTHENTICATED=true in the config).
+    """
+    from cds_hooks.auth import accepted_algorithms, load_issuers
+
+    issuers = load_issuers(settings.auth.auth_issuers)
+    if issuers:
+        return (
+            f"client authentication ON ({len(issuers)} issuer(s), "
+            f"{', '.join(accepted_algorithms(settings.auth.auth_algorithms))})"
+        )
+    if is_loopback(host):
+        return (
+            "client authentication OFF (no AUTH_ISSUERS configured): serving on loopback only; "
+            "configure issuers to serve other addresses"
+        )
+    if allow_unauthenticated or settings.app.allow_unauthenticated:
+        return (
+            f"WARNING: client authentication OFF and serving on {host}: anyone who can reach "
+            "this address can call the service (--allow-unauthenticated)"
+        )
+    raise BindRefused(
+        f"refusing to serve {host} without client authentication: configure AUTH_ISSUERS, "
+        "bind a loopback address (127.0.0.1), or pass --allow-unauthenticated"
+    )
+
+
+def check_gunicorn_binds(
+    binds: list[str], settings: Settings, allow_unauthenticated: bool = False
+) -> list[str]:
+    """`check_bind_allowed` for each gunicorn bind (`host:port`, `[::1]:port`, `unix:`, `fd://`)."""
+    from gunicorn.util import parse_address
+
+    notices = []
+    for bind in binds:
+        address = parse_address(bind)
+        if isinstance(address, str):  # a unix socket: reachable from this machine only
+            host = "localhost"
+        elif isinstance(address, int):  # an inherited socket: where it listens is unknown
+            host = bind
+        else:
+            host = address[0]
+        notices.append(check_bind_allowed(host, settings, allow_unauthenticated))
+    return notices

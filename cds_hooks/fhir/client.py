@@ -15,7 +15,6 @@ carry URL paths only (queries hold patient ids).
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import threading
 import time
@@ -25,8 +24,14 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from cds_hooks import outbound
-from cds_hooks.errors import FhirError, FhirFatalError, FhirTemporaryError, fhir_error_for_status
+from cds_hooks import outbound, protocol
+from cds_hooks.errors import (
+    CdsError,
+    FhirError,
+    FhirFatalError,
+    FhirTemporaryError,
+    fhir_error_for_status,
+)
 from cds_hooks.fhir.read import bundle_resources, next_link
 
 log = logging.getLogger(__name__)
@@ -100,8 +105,10 @@ class FhirClient:
         timeout: float = 3.0,
         max_pages: int = 20,
         max_bytes: int = 20_000_000,
+        max_bytes_per_call: int | None = None,
         executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        refusal: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._origin = outbound.origin(self.base_url)
@@ -109,6 +116,11 @@ class FhirClient:
         self._timeout = timeout
         self._max_pages = max_pages
         self._max_bytes = max_bytes
+        # One budget for the whole hook call: every page of every search and read counts.
+        self._budget = max_bytes_per_call
+        self._read = 0
+        # Set when this server must not be contacted at all (not on the caller's allowlist).
+        self._refusal = refusal
         self._executor = executor
         self._own_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -353,6 +365,10 @@ class FhirClient:
                 response.close()
 
     def _send(self, url: str, deadline: float, *, form: str | None = None) -> requests.Response:
+        if self._refusal is not None:
+            raise FhirFatalError(self._refusal)
+        if self._budget is not None and self._read >= self._budget:
+            raise self._over_budget()
         if not self.same_origin(url):  # every URL, wherever it came from, just before it is sent
             log.warning("FHIR GET refused: %s is not on the FHIR server's origin", _path(url))
             raise FhirFatalError("the FHIR address is not on this request's FHIR server")
@@ -397,6 +413,22 @@ class FhirClient:
         log.debug("FHIR GET %s -> %d", _path(url), response.status_code)
         return response
 
+    def _count(self, size: int) -> None:
+        if self._budget is None:
+            return
+        with self._lock:  # searches run in parallel on the executor
+            self._read += size
+            over = self._read > self._budget
+        if over:
+            raise self._over_budget()
+
+    def _over_budget(self) -> FhirFatalError:
+        log.warning("FHIR reads for this call passed FHIR_MAX_BYTES_PER_CALL (%d)", self._budget)
+        mb = (self._budget or 0) / 1_000_000
+        return FhirFatalError(
+            f"this call read over {mb:g} MB from the FHIR server; the rest was not"
+        )
+
     def _retry_delay(self, response: requests.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying, or None when the server asks for too long a wait."""
         header = response.headers.get("Retry-After")
@@ -430,6 +462,7 @@ class FhirClient:
         try:
             for chunk in response.iter_content(_CHUNK):
                 body += chunk
+                self._count(len(chunk))
                 if len(body) > limit:
                     log.warning("FHIR answer from %s over %d bytes", _path(response.url), limit)
                     raise too_large
@@ -445,9 +478,14 @@ class FhirClient:
         content_type = response.headers.get("Content-Type", "").lower()
         if "html" in content_type or body.lstrip()[:1] == b"<":
             raise FhirFatalError("the FHIR server sent a web page instead of FHIR JSON")
-        try:
-            data: Any = json.loads(bytes(body))
-        except ValueError:
+        try:  # the hook body's parser and limits: depth, sizes, NaN, absurd numbers, bad UTF-8
+            data: Any = protocol.parse_json(bytes(body))
+        except CdsError as error:
+            log.warning("FHIR answer from %s refused: %s", _path(response.url), error.message)
+            raise FhirFatalError(
+                "the FHIR server's answer is not valid JSON within this service's limits"
+            ) from None
+        except (ValueError, RecursionError):  # defence in depth: never a 500 for a FHIR page
             raise FhirFatalError("the FHIR server's answer is not valid JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
             raise FhirFatalError("the FHIR server's answer is not a FHIR resource")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +19,7 @@ from urllib.parse import quote
 import requests
 
 from cds_hooks import outbound
-from cds_hooks.errors import BadRequest, FhirError, PreconditionFailed, Problem
+from cds_hooks.errors import BadRequest, FhirError, FhirFatalError, PreconditionFailed, Problem
 from cds_hooks.fhir.client import FhirClient
 from cds_hooks.fhir.read import (
     ID_PATTERN,
@@ -100,18 +100,32 @@ def client_for(
     max_pages: int,
     max_bytes: int,
     allow_http: bool,
+    max_bytes_per_call: int | None = None,
+    allowed: Sequence[str] | None = None,
 ) -> FhirClient | None:
-    """A FhirClient for the request's `fhirServer` and access token, or None without fhirServer."""
+    """A FhirClient for the request's `fhirServer` and access token, or None without fhirServer.
+
+    `allowed`: the FHIR base URLs this caller may name (None: any). A `fhirServer` under none of
+    them (origin and path prefix) is never contacted: the client refuses every request, so data
+    the EHR did not prefetch is reported unavailable (the degraded card), not fetched.
+    """
     server = request.get("fhirServer")
     if server is None:
         return None
     schemes = ("https", "http") if allow_http else ("https",)
     try:  # read as the HTTP library will connect to it: no user info, backslash, odd host
-        outbound.parse(server, schemes)
+        target = outbound.parse(server, schemes)
     except outbound.UnsafeURL as unsafe:
         message = "fhirServer must be an https URL" + (" (or http)" if allow_http else "")
         message = f"{message}: {unsafe}"
         raise BadRequest(message, problems=[Problem("$.fhirServer", message)]) from None
+    refusal = None
+    if allowed is not None and not any(target.under(base) for base in _bases(allowed)):
+        log.warning(
+            "fhirServer %s is not on this caller's FHIR server allowlist; not contacted",
+            f"{target.scheme}://{target.host}:{target.port}{target.path}"[:200],
+        )
+        refusal = "this service is not configured to read from this FHIR server"
     token = text(as_dict(request.get("fhirAuthorization")).get("access_token"))
     return FhirClient(
         server,
@@ -120,8 +134,18 @@ def client_for(
         timeout=timeout,
         max_pages=max_pages,
         max_bytes=max_bytes,
+        max_bytes_per_call=max_bytes_per_call,
         executor=executor,
+        refusal=refusal,
     )
+
+
+def _bases(allowed: Sequence[str]) -> Iterable[outbound.Target]:
+    for url in allowed:
+        try:
+            yield outbound.parse(url)
+        except outbound.UnsafeURL:
+            log.warning("FHIR server allowlist entry %r is not a usable URL; ignored", url[:200])
 
 
 def _is_outcome(value: Any) -> bool:
@@ -260,6 +284,9 @@ def resolve(
                 pages: list[dict] | FhirError = client.follow_pages(bundle, deadline)
             except FhirError as exc:
                 pages = exc
+            except Exception:  # a FHIR server's answer must never turn into a 500
+                log.exception("unexpected error following the pages of prefetch %r", key)
+                pages = FhirFatalError("an unexpected error occurred while reading FHIR data")
             # Half a search reads as "nothing there" to a rule: treat it as not available.
             _record(data, key, pages, PREFETCH)
 

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose
+from cds_hooks.clinical.labs import normalise_unit
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
@@ -91,7 +92,9 @@ def _current_baclofen(ctx, order: MedOrder) -> MedOrder | None:
     """The active baclofen order on record the patient takes now: the one this draft revises
     (same id, or its priorPrescription), else any active one; None for a new start."""
     active = [
-        o for o in ctx.record.history if o.has("drug/baclofen") and status.order_taken(o.status)
+        o
+        for o in ctx.record.orders_on_record
+        if o.has("drug/baclofen") and status.order_taken(o.status)
     ]
     prior = ref_of_reference(order.resource.get("priorPrescription"))
     for candidate in active:
@@ -166,8 +169,8 @@ def _hcg(obs: Mapping, ctx) -> bool | None:
     read = quantity(qty)
     if read is None:
         return None
-    units = {_norm_unit(u) for u in ctx.settings.value("hcg_units")}
-    if not any(_norm_unit(text(qty.get(f)) or "") in units for f in ("code", "unit")):
+    units = {normalise_unit(u) for u in ctx.settings.value("hcg_units")}
+    if not any(normalise_unit(text(qty.get(f)) or "") in units for f in ("code", "unit")):
         log.info("%s: %s hCG unit %r is not in hcg_units", RULE_ID, ref_of(obs), read[1])
         return None
     value, _unit, comparator = read
@@ -202,7 +205,3 @@ def _answers(obs) -> set[str]:
 
 def _lower(values) -> set[str]:
     return {v.strip().lower() for v in values}
-
-
-def _norm_unit(value: str) -> str:
-    return value.strip().lower().replace(" ", "")

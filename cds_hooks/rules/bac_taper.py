@@ -42,7 +42,9 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
     findings: list[Finding] = []
     # What the patient takes now: active record orders (an order on hold is not being taken).
     before = {
-        o.ref: o for o in ctx.record.history if o.has(BACLOFEN) and status.order_taken(o.status)
+        o.ref: o
+        for o in ctx.record.orders_on_record
+        if o.has(BACLOFEN) and status.order_taken(o.status)
     }
     if not before:
         return findings

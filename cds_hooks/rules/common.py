@@ -63,7 +63,7 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
     targets = {o.ref for o in ctx.record.targets}
     return [
         o
-        for o in ctx.record.history
+        for o in ctx.record.orders_on_record
         if o.has(*keys)
         and status.order_on_record(o.status)
         and not (o.ref in targets and o.status == "draft")

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.clinical.labs import fmt, latest_usable, normalise_unit
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
@@ -64,10 +65,7 @@ NEEDS = ("medications", "conditions", "coagulation")
 BACLOFEN = "drug/baclofen"
 TRIGGERS = (BACLOFEN,)
 
-# A result dated a little in the future is clock skew or a time zone; more is a data error.
-FUTURE_TOLERANCE = timedelta(days=1)
-
-# Platelet count units (normalised: lower case, no spaces, braces or "x"), as multiples of
+# Platelet count units (normalise_unit, and no "x"), as multiples of
 # 10^9/L. 10*9/L = 10*3/uL = 10*3/mm3 = K/uL = G/L; a plain count per uL or mm3 is / 1000.
 PLATELET_UNITS: Mapping[str, float] = {
     "10*9/l": 1.0,
@@ -151,20 +149,20 @@ def _bleeding_risk(order, ctx) -> Found:
     if inr is not None:
         value = _inr_above(inr, inr_max)
         if value is not None:
-            problems.append(f"INR {value} > {_fmt(inr_max)}")
+            problems.append(f"INR {value} > {fmt(inr_max)}")
             evidence.append(_observation_line(inr))
     platelets = _latest(ctx, "platelets")
     if platelets is not None:
         count = _platelets_below(platelets, platelets_min)
         if count is not None:
-            problems.append(f"platelets {count} x10^9/L < {_fmt(platelets_min)}")
+            problems.append(f"platelets {count} x10^9/L < {fmt(platelets_min)}")
             evidence.append(_observation_line(platelets))
     if not problems:
         return None
     facts = {
         "bleeding": "; ".join(problems),
-        "inr_max": _fmt(inr_max),
-        "platelets_min": _fmt(platelets_min),
+        "inr_max": fmt(inr_max),
+        "platelets_min": fmt(platelets_min),
     }
     return "bleeding_risk", facts, tuple(evidence)
 
@@ -243,45 +241,31 @@ def _pump(ctx) -> bool:
     drafts = {o.ref for o in ctx.record.drafts}
     return any(
         o.intrathecal and o.has(BACLOFEN) and status.order_running(o.status) and o.ref not in drafts
-        for o in ctx.record.history
+        for o in ctx.record.orders_on_record
     )
 
 
-def _latest(ctx, name: str) -> Mapping | None:
+def _latest(ctx: RuleContext, name: str) -> Mapping | None:
     """The most recent usable Observation in the rule's value set `name`, within the look-back."""
-    keys = ctx.settings.keys(name)
-    terminology = ctx.knowledge.terminology
-    lookback = int(ctx.knowledge.data_setting("lab_lookback_days"))
-    now = ctx.now if ctx.now.tzinfo else ctx.now.replace(tzinfo=UTC)
-    best: tuple[datetime, Mapping] | None = None
-    for obs in ctx.record.observations:
-        if not terminology.in_valueset(obs.get("code"), *keys):
-            continue
-        if not status.observation_usable(obs):
-            continue
-        moment = effective_time(obs)
-        if moment is None or moment > now + FUTURE_TOLERANCE:
-            log.info("%s: %s skipped, no usable effective time", RULE_ID, ref_of(obs))
-            continue
-        # Whole calendar days, so a result exactly `lookback` days old still counts.
-        if (now.astimezone(UTC).date() - moment.astimezone(UTC).date()).days > lookback:
-            log.info("%s: %s older than %s days, ignored", RULE_ID, ref_of(obs), lookback)
-            continue
-        if best is None or moment > best[0]:
-            best = (moment, obs)
-    return best[1] if best else None
+    return latest_usable(
+        ctx.record.observations,
+        ctx.knowledge.terminology,
+        ctx.settings.keys(name),
+        ctx.now,
+        int(ctx.knowledge.data_setting("lab_lookback_days")),
+    )
 
 
 def _inr_above(obs: Mapping, limit: float) -> str | None:
     """The INR as shown when it is above `limit`; None when it is not, or cannot be told."""
     read = quantity(obs.get("valueQuantity"))
-    if read is None or _norm_unit(read[1] or "") not in INR_UNITS:
+    if read is None or normalise_unit(read[1] or "") not in INR_UNITS:
         return None
     value, _unit, comparator = read
     # "<2" or "<=2" could be anything below: never a guess. ">1.5" is above 1.5.
     if comparator in ("<", "<=") or not (value > limit or (comparator == ">" and value >= limit)):
         return None
-    return (comparator or "") + _fmt(value)
+    return (comparator or "") + fmt(value)
 
 
 def _platelets_below(obs: Mapping, limit: float) -> str | None:
@@ -298,22 +282,20 @@ def _platelets_below(obs: Mapping, limit: float) -> str | None:
     # ">20" could be anything above: never a guess. "<50" is below 50.
     if comparator in (">", ">=") or not (count < limit or (comparator == "<" and count <= limit)):
         return None
-    return (comparator or "") + _fmt(count)
+    return (comparator or "") + fmt(count)
 
 
 def _platelet_factor(qty) -> float | None:
     for field in ("code", "unit"):
         unit = text(as_dict(qty).get(field))
-        if unit is not None and (factor := PLATELET_UNITS.get(_norm_unit(unit))) is not None:
+        # "x10*9/L": the multiplication sign is written as an x.
+        if unit is not None and (factor := PLATELET_UNITS.get(_platelet_unit(unit))) is not None:
             return factor
     return None
 
 
-def _norm_unit(unit: str) -> str:
-    unit = unit.strip().lower()
-    for old, new in ((" ", ""), ("{", ""), ("}", ""), ("x", ""), ("\u00b5", "u"), ("\u03bc", "u")):
-        unit = unit.replace(old, new)
-    return unit
+def _platelet_unit(unit: str) -> str:
+    return normalise_unit(unit).replace("x", "")
 
 
 def _observation_line(obs: Mapping) -> str:
@@ -325,7 +307,7 @@ def _observation_line(obs: Mapping) -> str:
     shown = ""
     if read is not None:
         unit = text(qty.get("unit")) or text(qty.get("code")) or ""
-        shown = f" = {read[2] or ''}{_fmt(read[0])} {unit}".rstrip()
+        shown = f" = {read[2] or ''}{fmt(read[0])} {unit}".rstrip()
     moment = effective_time(obs)
     when = f", {moment.date().isoformat()}" if moment else ""
     coded = f" ({code})" if code else ""
@@ -341,7 +323,3 @@ def _medication_line(order, ctx) -> str:
         authored = f", authored {order.authored.date().isoformat()}" if order.authored else ""
         state = f"status {order.status}{authored}"
     return f"MedicationRequest: {order.label()}{coded}, {state}"
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.4f}".rstrip("0").rstrip(".")

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import MASS_MG, Dose, daily_dose, period_days
+from cds_hooks.clinical.labs import fmt
 from cds_hooks.fhir.read import as_dict, as_list, quantity, text
 from cds_hooks.rules.common import prior_orders
 from cds_hooks.rules.context import RuleContext
@@ -79,7 +80,7 @@ def _dose_finding(order, ctx, facts: Mapping[str, str]) -> Finding | None:
     bolus = _bolus_error(order, bolus_mg)
     if bolus is not None:
         dose, mg, line = bolus
-        more = {"dose": dose, "dose_mcg": _fmt(mg * 1000), "threshold": _fmt(bolus_mg)}
+        more = {"dose": dose, "dose_mcg": fmt(mg * 1000), "threshold": fmt(bolus_mg)}
         return Finding(
             RULE_ID,
             "unit_error",
@@ -95,10 +96,10 @@ def _dose_finding(order, ctx, facts: Mapping[str, str]) -> Finding | None:
     card = "unit_error_rate" if mg_per_day >= daily_mg else "confirm_unit_rate"
     more = {
         "rate": rate,
-        "mg_per_day": _fmt(mg_per_day),
-        "mcg_per_day": _fmt(mg_per_day * 1000),
-        "threshold": _fmt(daily_mg),
-        "confirm_threshold": _fmt(confirm_mg),
+        "mg_per_day": fmt(mg_per_day),
+        "mcg_per_day": fmt(mg_per_day * 1000),
+        "threshold": fmt(daily_mg),
+        "confirm_threshold": fmt(confirm_mg),
     }
     return Finding(
         RULE_ID, card, order.ref, {**facts, **more}, (f"Order: {order.label()}", line), cancel
@@ -146,7 +147,7 @@ def _bolus_error(order, threshold: float) -> tuple[str, float, str] | None:
                 continue
             mg = read[0] * factor
             if mg >= threshold and (worst is None or mg > worst[1]):
-                shown = f"{_fmt(read[0])} {text(qty.get('unit')) or text(qty.get('code'))}"
+                shown = f"{fmt(read[0])} {text(qty.get('unit')) or text(qty.get('code'))}"
                 said = text(dosage.get("text"))
                 line = f"Dosage line {index}: bolus {shown}" + (f' ("{said}")' if said else "")
                 worst = (shown, mg, line)
@@ -164,7 +165,7 @@ def _largest_daily(order, threshold: float) -> tuple[str, float, str] | None:
         for shown, mg_per_day in amounts:
             if mg_per_day >= threshold and (worst is None or mg_per_day > worst[1]):
                 said = text(dosage.get("text"))
-                line = f"Dosage line {index}: {shown} (= {_fmt(mg_per_day)} mg/day)" + (
+                line = f"Dosage line {index}: {shown} (= {fmt(mg_per_day)} mg/day)" + (
                     f' ("{said}")' if said else ""
                 )
                 worst = (shown, mg_per_day, line)
@@ -218,7 +219,7 @@ def _rate_quantity(qty: Mapping) -> tuple[str, float] | None:
         days = 1.0 if period_unit is None else period_days(float(count or 1), period_unit)
         if days is None:
             return None
-        shown = f"{_fmt(read[0])} {text(qty.get('unit')) or unit}"
+        shown = f"{fmt(read[0])} {text(qty.get('unit')) or unit}"
         return shown, read[0] * factor / days
     return None
 
@@ -236,7 +237,7 @@ def _rate_ratio(ratio: Mapping) -> tuple[str, float] | None:
     if days is None:
         return None
     unit = text(numerator.get("unit")) or text(numerator.get("code"))
-    shown = f"{_fmt(read[0])} {unit} per {_fmt(float(period_value))} {period_unit}"
+    shown = f"{fmt(read[0])} {unit} per {fmt(float(period_value))} {period_unit}"
     return shown, read[0] * factor / days
 
 
@@ -265,7 +266,3 @@ def _mg_factor(qty: Mapping) -> float | None:
         if unit is not None:
             return MG_SCALE_UNITS.get(unit.strip().lower())
     return None
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.4f}".rstrip("0").rstrip(".")

@@ -22,7 +22,6 @@ from __future__ import annotations
 from cds_hooks.cards import Finding
 from cds_hooks.fhir.read import as_dict, as_list, codings, concept_text
 from cds_hooks.rules.context import RuleContext
-from cds_hooks.terminology import normalize_system
 
 RULE_ID = "TIZ-CONTRACEPTIVE"
 NEEDS = ("medications",)
@@ -85,11 +84,11 @@ def _oral(order, words: tuple[str, ...], oral_routes: tuple[str, ...], terminolo
     names = [order.name, *(display for _s, _c, display in codings(order.concept) if display)]
     if any(word in name.lower() for name in names for word in words):
         return False
-    # Route systems the oral value sets use (SNOMED CT, EDQM): a local code says nothing here.
-    systems = terminology.systems(*oral_routes)
     for dosage in as_list(order.resource.get("dosageInstruction")):
         route = as_dict(as_dict(dosage).get("route"))
-        known = [c for s, c, _d in codings(route) if c and normalize_system(s) in systems]
+        # Coded in a system the oral value sets use (SNOMED CT, EDQM) and not oral: not a pill.
+        # A local route code says nothing here.
+        known = terminology.coded_in_systems_of(route, *oral_routes)
         if known and not terminology.in_valueset(route, *oral_routes):
             return False
         if any(word in (concept_text(route) or "").lower() for word in words):

@@ -108,7 +108,7 @@ def fingerprint(
     """The same caller, patient, rule, card kind and unchanged order give the same value; an edit,
     or another caller (`Caller.scope`), a new one.
 
-    `kind` is the rule's card name (Finding.card), so a different problem the same rule finds
+    `kind` is the card template (Finding.template), so a different problem the same rule finds
     with the same order is a different card, and shows.
 
     The order part is its medication codings (or its name when it has none) and its whole

@@ -1,0 +1,118 @@
+"""Side by side with the HealthChain peer, 1 and 2 workers; and one body repeated (store growth).
+
+* `side_by_side`: per worker count, our server then the peer, each driven for N seconds at C
+  connections with the same body (baclofen ordered, the 28 kB templated record, the drafts also
+  in the medications prefetch because the peer cannot see draftOrders), requests/s, p50/p99,
+  errors, and ours/peer.
+* `repeated`: one body sent again and again (an EHR re-sending an order-select), in ten blocks
+  of equal duration, sized from a short calibration run so that each holds about a tenth of
+  the calls asked for: requests/s of each block (issue 16: the first and the tenth must be
+  within 10%: throughput must not fall as the audit store grows) and the resident memory of
+  each worker after each block (no growth between the first and the last block). (wrk runs
+  for a duration; it has no "stop after N requests".)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import fixtures, load
+
+
+def _peer_body() -> bytes:
+    return fixtures.per_call(json.dumps(fixtures.peer_request()).encode(), 1)
+
+
+def side_by_side(
+    worker_counts: tuple[int, ...], seconds: int, connections: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    raw = _peer_body()
+    python = load.peer_python(log)
+    out: dict[str, Any] = {"bytes": len(raw), "connections": connections, "seconds": seconds}
+    with tempfile.TemporaryDirectory(prefix="cds-bench-peer-") as tmp:
+        work = Path(tmp)
+        body = work / "body.json"
+        body.write_bytes(raw)
+        runs: dict[str, Any] = {}
+        for workers in worker_counts:
+            row: dict[str, Any] = {}
+            with load.ours(workers, work / f"ours-{workers}", raw) as server:
+                row["ours_cards"] = len(load.answer(server, raw)["cards"])
+                row["ours"] = load.drive(server, body, connections, seconds)
+            with load.peer(workers, work / f"peer-{workers}", raw, python) as server:
+                row["peer_cards"] = len(load.answer(server, raw)["cards"])
+                row["peer"] = load.drive(server, body, connections, seconds)
+            row["ratio"] = row["ours"]["requests_per_s"] / row["peer"]["requests_per_s"]
+            runs[str(workers)] = row
+            log(
+                f"  {workers} worker(s): ours {_brief(row['ours'])}; peer {_brief(row['peer'])}; "
+                f"ours/peer {row['ratio']:.2f}"
+            )
+        out["runs"] = runs
+    return out
+
+
+def repeated(
+    workers: int, calls: int, connections: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """About `calls` calls of one body in ten blocks; requests/s and worker memory per block."""
+    raw = fixtures.per_call(json.dumps(fixtures.baclofen_request()).encode(), 1)
+    block = max(1, calls // 10)
+    blocks = []
+    with tempfile.TemporaryDirectory(prefix="cds-bench-repeat-") as tmp:
+        work = Path(tmp)
+        body = work / "body.json"
+        body.write_bytes(raw)
+        with load.ours(workers, work / "ours", raw) as server:
+            calibration = load.drive(server, body, connections, 3)
+            seconds = max(2, round(block / calibration["requests_per_s"]))
+            log(
+                f"  calibration: {calibration['requests_per_s']:.0f} req/s: ten blocks of "
+                f"{seconds} s"
+            )
+            rss_start = load.worker_rss(server)
+            done = calibration["requests"]
+            for n in range(10):
+                result = load.drive(server, body, connections, seconds)
+                done += result["requests"]
+                result["calls_so_far"] = done
+                result["rss_mib"] = load.worker_rss(server)
+                blocks.append(result)
+                log(
+                    f"  block {n + 1}/10: {_brief(result)}, {done:,} calls so far, worker "
+                    f"RSS {_rss(result['rss_mib'])} MiB"
+                )
+            database = work / "ours" / "var"
+            store_bytes = sum(p.stat().st_size for p in database.glob("*") if p.is_file())
+    first, last = blocks[0], blocks[-1]
+    return {
+        "workers": workers,
+        "connections": connections,
+        "block": block,
+        "block_seconds": seconds,
+        "calls": sum(b["requests"] for b in blocks),
+        "bytes": len(raw),
+        "blocks": blocks,
+        "first_over_last": first["requests_per_s"] / last["requests_per_s"],
+        "last_over_first": last["requests_per_s"] / first["requests_per_s"],
+        "rss_start_mib": rss_start,
+        "rss_first_block_mib": first["rss_mib"],
+        "rss_last_block_mib": last["rss_mib"],
+        "store_bytes": store_bytes,
+        "errors": sum(b["errors"] for b in blocks),
+    }
+
+
+def _brief(result: dict[str, Any]) -> str:
+    return (
+        f"{result['requests_per_s']:.1f} req/s, p50 {result['p50']:.1f} ms, p99 "
+        f"{result['p99']:.1f} ms, {result['errors']} errors"
+    )
+
+
+def _rss(values: dict[int, float]) -> str:
+    return " / ".join(f"{v:.1f}" for v in values.values())
