@@ -126,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = time.monotonic() - started
     results["targets"] = targets(results)
 
+    base = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{results['machine']['host']}"
+    if not args.no_save:  # the numbers first: a rendering slip must not lose a long run
+        RESULTS.mkdir(exist_ok=True)
+        base.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     table = render(results)
     print(table)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = RESULTS / f"{stamp}-{results['machine']['host']}"
-        base.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
         base.with_suffix(".md").write_text(table + "\n")
         log(f"results: {base}.json, {base}.md")
     return 0
@@ -174,6 +174,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+LABELS = {
+    "unrelated": "lisinopril (no rule), 100-resource record via the templates",
+    "baclofen": "baclofen + haloperidol (cards), same record via the templates",
+}
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -193,10 +199,7 @@ def render(results: dict[str, Any]) -> str:
             "|---|---:|---|---|---:|---:|---|---:|",
         ]
         for name, row in inproc.items():
-            label = {
-                "unrelated": "lisinopril (no rule), 100-resource record via the templates",
-                "baclofen": "baclofen + haloperidol (cards), same record via the templates",
-            }.get(name, f"{int(name):,} resources, all in the prefetch")
+            label = LABELS.get(name) or f"{int(name):,} resources, all in the prefetch"
             naive = _pct(row["naive"]) if row["naive"] else "-"
             ratio = f"{row['naive_over_service']:.1f}" if row["naive_over_service"] else "-"
             goal = f"<= {row['goal']:g}" if row.get("goal") else "-"
@@ -228,7 +231,8 @@ def render(results: dict[str, Any]) -> str:
         tool = next(iter(p["runs"].values()))["ours"]["tool"] if p["runs"] else "-"
         lines += [
             f"Side by side over loopback ({tool}, {p['connections']} connections, "
-            f"{p['seconds']} s each, the same {p['bytes'] / 1e3:.1f} kB baclofen body; ours: "
+            f"{p['seconds']} s each in {p['slices']} alternating slices, p99 the worst slice's; "
+            f"the same {p['bytes'] / 1e3:.1f} kB baclofen body; ours: "
             "gunicorn gthread, SQLite audit; peer: HealthChain 0.16.1 on uvicorn)",
             "",
             "| workers | ours req/s | ours p50 / p99 ms | peer req/s | peer p50 / p99 ms "

@@ -1,9 +1,9 @@
 """Side by side with the HealthChain peer, 1 and 2 workers; and one body repeated (store growth).
 
-* `side_by_side`: per worker count, our server then the peer, each driven for N seconds at C
-  connections with the same body (baclofen ordered, the 28 kB templated record, the drafts also
-  in the medications prefetch because the peer cannot see draftOrders), requests/s, p50/p99,
-  errors, and ours/peer.
+* `side_by_side`: per worker count, our server and the peer, each driven for N seconds in all
+  (alternating 5-second slices) at C connections with the same body (baclofen ordered, the
+  28 kB templated record, the drafts also in the medications prefetch because the peer cannot
+  see draftOrders): requests/s, p50/p99, errors, and ours/peer.
 * `repeated`: one body sent again and again (an EHR re-sending an order-select), in ten blocks
   of equal duration, sized from a short calibration run so that each holds about a tenth of
   the calls asked for: requests/s of each block (issue 16: the first and the tenth must be
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,24 +29,44 @@ def _peer_body() -> bytes:
 
 
 def side_by_side(
-    worker_counts: tuple[int, ...], seconds: int, connections: int, log: Callable[[str], None]
+    worker_counts: tuple[int, ...],
+    seconds: int,
+    connections: int,
+    log: Callable[[str], None],
+    slice_seconds: int = 5,
 ) -> dict[str, Any]:
+    """Both servers up at once, driven in alternating slices (ours, peer, peer, ours, ...) so
+    that a shared machine's changing load falls on both alike; `seconds` each in all."""
     raw = _peer_body()
     python = load.peer_python(log)
-    out: dict[str, Any] = {"bytes": len(raw), "connections": connections, "seconds": seconds}
+    rounds = max(1, seconds // slice_seconds)
+    piece = max(1, seconds // rounds)
+    out: dict[str, Any] = {
+        "bytes": len(raw),
+        "connections": connections,
+        "seconds": piece * rounds,
+        "slices": rounds,
+    }
     with tempfile.TemporaryDirectory(prefix="cds-bench-peer-") as tmp:
         work = Path(tmp)
         body = work / "body.json"
         body.write_bytes(raw)
         runs: dict[str, Any] = {}
         for workers in worker_counts:
-            row: dict[str, Any] = {}
-            with load.ours(workers, work / f"ours-{workers}", raw) as server:
-                row["ours_cards"] = len(load.answer(server, raw)["cards"])
-                row["ours"] = load.drive(server, body, connections, seconds)
-            with load.peer(workers, work / f"peer-{workers}", raw, python) as server:
-                row["peer_cards"] = len(load.answer(server, raw)["cards"])
-                row["peer"] = load.drive(server, body, connections, seconds)
+            with (
+                load.ours(workers, work / f"ours-{workers}", raw) as ours,
+                load.peer(workers, work / f"peer-{workers}", raw, python) as peer,
+            ):
+                slices: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+                for n in range(rounds):
+                    for server in (ours, peer) if n % 2 == 0 else (peer, ours):
+                        slices[server.name].append(load.drive(server, body, connections, piece))
+                row: dict[str, Any] = {
+                    "ours_cards": len(load.answer(ours, raw)["cards"]),
+                    "peer_cards": len(load.answer(peer, raw)["cards"]),
+                    "ours": _combine(slices["ours"]),
+                    "peer": _combine(slices["peer"]),
+                }
             row["ratio"] = row["ours"]["requests_per_s"] / row["peer"]["requests_per_s"]
             runs[str(workers)] = row
             log(
@@ -54,6 +75,24 @@ def side_by_side(
             )
         out["runs"] = runs
     return out
+
+
+def _combine(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several slices: requests/s over the whole time, the median slice p50,
+    the worst slice p99 and max (percentiles of slices cannot be merged exactly)."""
+    requests = sum(s["requests"] for s in slices)
+    busy = sum(s["requests"] / s["requests_per_s"] for s in slices if s["requests_per_s"])
+    return {
+        "tool": slices[0]["tool"],
+        "requests": requests,
+        "requests_per_s": requests / busy if busy else 0.0,
+        "p50": statistics.median(s["p50"] for s in slices),
+        "p99": max(s["p99"] for s in slices),
+        "max": max(s["max"] for s in slices),
+        "errors": sum(s["errors"] for s in slices),
+        "slices_requests_per_s": [s["requests_per_s"] for s in slices],
+        "workers": slices[0]["workers"],
+    }
 
 
 def repeated(

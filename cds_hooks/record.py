@@ -8,10 +8,10 @@ its drug keys, route and name, so rules never re-parse codes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
@@ -31,6 +31,8 @@ from cds_hooks.services import Service
 from cds_hooks.terminology import system_name
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 INTRATHECAL_KEY = "drug/baclofen-intrathecal"
 
@@ -106,17 +108,29 @@ class PatientRecord:
     allergies: list[Mapping[str, Any]]
     unavailable: dict[str, str] = field(default_factory=dict)
     condition_index: dict[str, Condition] = field(default_factory=dict)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def targets(self) -> list[MedOrder]:
         return [o for o in self.drafts if o.selected]
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` once per record, so once per call, however many rules ask (the record
+        and the time of a call do not change while its rules run)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def current(self) -> list[MedOrder]:
         """Current therapy: record orders in a current status, as amended by this call's drafts.
 
         A draft replaces the record order with its id (a revision or a stop) and the one it names
         as `priorPrescription` (a new order for a changed dose), so neither is counted twice.
+        Computed once per record; each caller gets its own list.
         """
+        return list(self.memo("current", self._current))
+
+    def _current(self) -> list[MedOrder]:
         replaced = {o.ref for o in self.drafts}
         for draft in self.drafts:
             if prior := reference(draft.resource.get("priorPrescription")):

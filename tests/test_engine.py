@@ -111,3 +111,25 @@ def test_cards_come_most_severe_first_in_rule_order(knowledge):
         "BAC-INDICATION",
         "CHECK-FAILED",
     ]
+
+
+def test_kidney_function_and_current_therapy_are_computed_once_per_call(call, monkeypatch):
+    """BAC-RENAL and TIZ-RENAL both read kidney function; it is worked out once per call."""
+    from cds_hooks.rules import common
+    from tests.factories import TIZANIDINE_4_TAB, observation
+
+    computed = []
+    real = common.renal_function
+    monkeypatch.setattr(
+        common, "renal_function", lambda *a, **k: computed.append(1) or real(*a, **k)
+    )
+    body = hook_request(
+        [med_request("d1"), med_request("d2", TIZANIDINE_4_TAB, dose_mg=2)],
+        hook="order-sign",
+        observations=[observation("o1", "2164-2", 20)],
+    )
+    status, answer = call(body)
+    assert status == 200
+    fired = {c["source"]["topic"]["code"] for c in answer["cards"]}
+    assert {"BAC-RENAL", "TIZ-RENAL"} <= fired
+    assert computed == [1]

@@ -13,6 +13,7 @@ from cds_hooks.clinical.renal import RenalFunction, renal_function
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import codings
 from cds_hooks.record import MedOrder
+from cds_hooks.rules.context import RuleContext
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,25 @@ def known_doses(orders: Iterable[MedOrder]) -> tuple[list[tuple[MedOrder, Dose]]
     return known, unknown
 
 
-def kidney_function(ctx) -> RenalFunction | None:
-    """The patient's latest kidney function, by the look-backs in common.json."""
+def kidney_function(ctx: RuleContext) -> RenalFunction | None:
+    """The patient's latest kidney function, by the look-backs in common.json (once per call)."""
     knowledge = ctx.knowledge
-    return renal_function(
-        ctx.record.observations,
-        [c.resource for c in ctx.record.conditions],
-        ctx.record.patient,
-        knowledge.terminology,
-        ctx.now,
-        lookback_days=int(knowledge.data_setting("renal_lookback_days")),
-        cockcroft_gault_max_age_days=int(knowledge.data_setting("cockcroft_gault_max_age_days")),
-        cockcroft_gault_min_age_years=int(knowledge.data_setting("cockcroft_gault_min_age_years")),
+    return ctx.record.memo(
+        "kidney_function",
+        lambda: renal_function(
+            ctx.record.observations,
+            [c.resource for c in ctx.record.conditions],
+            ctx.record.patient,
+            knowledge.terminology,
+            ctx.now,
+            lookback_days=int(knowledge.data_setting("renal_lookback_days")),
+            cockcroft_gault_max_age_days=int(
+                knowledge.data_setting("cockcroft_gault_max_age_days")
+            ),
+            cockcroft_gault_min_age_years=int(
+                knowledge.data_setting("cockcroft_gault_min_age_years")
+            ),
+        ),
     )
 
 
