@@ -269,17 +269,17 @@ def blueprint() -> Blueprint:
     @bp.post("/api/cards")
     def cards() -> Response:
         service, body, runtime, record = _call_of(request.get_data(cache=False))
-        store = runtime.store
-        if not record:  # nothing audited, no card suppressed as a repeat
-            runtime = dataclasses.replace(runtime, store=None)
+        store = runtime.store if record else None
+        # Not recorded: nothing audited, no card suppressed as a repeat.
+        runtime = dataclasses.replace(runtime, store=store)
         result = call_service(service, body, runtime)
         return jsonify(
             {
                 "service": service.id,
                 "now": runtime.clock().isoformat(),
-                "recorded": runtime.store is not None,
+                "recorded": store is not None,
                 **result.response,
-                "held_back": _held_back(store, result) if store and runtime.store else [],
+                "held_back": _held_back(store, result) if store is not None else [],
                 "sources": result.sources,
                 "fired": result.fired,
                 "skipped": result.skipped,

@@ -281,7 +281,9 @@ def _med_order(
     identified = bool(drugs or concept_text(concept) or ref_display or _coded(concept))
     name = concept_text(concept) or ref_display or _unidentified_name(resource)
     by_text = False
-    if not any(k.startswith("drug/") for k in drugs):
+    # Name matching only for an order with no recognised coding: a code found in a drug group
+    # alone (e.g. an eCQM antihypertensive with no ingredient key) is recognised (Round 2).
+    if not drugs:
         drugs = terminology.keys_for_text(name)
         by_text = bool(drugs)
     return MedOrder(

@@ -90,3 +90,15 @@ def postgres_schema(postgres_url):
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The Synthea false-alarm table (tests/test_synthea_budget.py), when that module ran."""
+    import sys
+
+    budget = sys.modules.get("tests.test_synthea_budget")
+    lines = budget.summary_lines() if budget else []
+    if lines:
+        terminalreporter.write_sep("-", "false-alarm budget: cards per rule on Synthea records")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import (
+    BACLOFEN_10_TAB,
     BACLOFEN_IT,
     CEREBRAL_PALSY,
     MS,
@@ -77,14 +78,14 @@ def test_no_info_card_when_the_order_gives_an_unrelated_reason(call):
     assert indication_cards(call, hook_request([order])) == []
 
 
-def test_intrathecal_order_for_cerebral_palsy_gets_no_indication_card(call):
-    order = med_request("d1", BACLOFEN_IT, dose_mg=0.1, per_day=1, route="intrathecal")
-    body = hook_request([order], conditions=[condition("c1", CEREBRAL_PALSY)])
-    assert indication_cards(call, body) == []
-
-
-def test_oral_baclofen_with_intrathecal_route_counts_as_itb(call):
-    order = med_request("d1", dose_mg=0.1, per_day=1, route="intrathecal")
+@pytest.mark.parametrize(
+    "drug",
+    [BACLOFEN_IT, BACLOFEN_10_TAB],
+    ids=["intrathecal-product", "oral-product-intrathecal-route"],
+)
+def test_intrathecal_order_for_cerebral_palsy_gets_no_indication_card(call, drug):
+    """ITB's label covers spasticity of cerebral origin; the route makes an order ITB too."""
+    order = med_request("d1", drug, dose_mg=0.1, per_day=1, route="intrathecal")
     body = hook_request([order], conditions=[condition("c1", CEREBRAL_PALSY)])
     assert indication_cards(call, body) == []
 

@@ -84,10 +84,12 @@ def test_invalid_current_itb_order_keeps_the_critical_card(call, caplog, bad):
     assert "suggestion 'keep' dropped" in caplog.text
 
 
-def test_cancelled_counts_as_a_stop(call):
-    current = med_request("b1", status="active")
+@pytest.mark.parametrize("stop", ["stopped", "cancelled", "on-hold"])
+def test_stopped_cancelled_or_put_on_hold_is_a_stop(call, stop):
+    """An active order put on hold is not taken any more: a stop, as a cancel is."""
+    current = med_request("b1", status="active", dose_mg=20, per_day=3)
     body = hook_request(
-        [dict(current, status="cancelled")],
+        [dict(current, status=stop)],
         hook="order-sign",
         conditions=RECORD,
         medications=[current],
@@ -195,17 +197,6 @@ def test_partial_stop_leaving_less_than_half_warns(call):
         hook="order-sign",
         conditions=RECORD,
         medications=[small, big],
-    )
-    assert [c["indicator"] for c in taper_cards(call, body)] == ["warning"]
-
-
-def test_putting_an_active_order_on_hold_is_a_stop(call):
-    current = med_request("b1", status="active", dose_mg=20, per_day=3)
-    body = hook_request(
-        [dict(current, status="on-hold")],
-        hook="order-sign",
-        conditions=RECORD,
-        medications=[current],
     )
     assert [c["indicator"] for c in taper_cards(call, body)] == ["warning"]
 

@@ -569,9 +569,11 @@ def test_itb_rules_raise_nothing_on_mutated_data(knowledge, changes):
             node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue
+    # A change may replace the whole prefetch with a non-object: then there is no data.
+    prefetch = request["prefetch"] if isinstance(request["prefetch"], dict) else {}
     resources = {
         key: [e.get("resource") for e in value.get("entry", []) if isinstance(e, dict)]
-        for key, value in request["prefetch"].items()
+        for key, value in prefetch.items()
         if isinstance(value, dict) and isinstance(value.get("entry"), list)
     }
     resources = {k: [r for r in v if isinstance(r, dict)] for k, v in resources.items()}

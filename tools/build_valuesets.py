@@ -11,13 +11,14 @@ and a clean ``git diff``. Every ValueSet is validated with fhir.resources (R4B m
 is written; the service itself reads the files as plain JSON.
 
 Curated changes live in ``tools/valueset_additions.json``, one object per key: ``entries`` adds a
-key the research lacks (or, with ``"extend": true``, appends to one), and ``exclude`` drops codes
-after clinical review. ``exclude`` is a list of rules, each with a ``why`` and one or more
-selectors: ``codes`` (exact codes), ``display_pattern`` (a regular expression searched in the
-display) and ``tty`` (RxNorm term types); a plain list of codes with a key-level ``why`` is also
-accepted. Exclusions apply after entries are added, every rule must remove something, and the
-reason and the removed codes are written into the ValueSet description (and the description of
-any drug group the key is a member of).
+key the research lacks (or, with ``"extend": true``, appends to one), ``group`` defines a drug
+group the research lacks (``members`` and ``atc_class_prefixes``, as in groups.json), and
+``exclude`` drops codes after clinical review. ``exclude`` is a list of rules, each with a ``why``
+and one or more selectors: ``codes`` (exact codes), ``display_pattern`` (a regular expression
+searched in the display) and ``tty`` (RxNorm term types); a plain list of codes with a key-level
+``why`` is also accepted. Exclusions apply after entries are added, every rule must remove
+something, and the reason and the removed codes are written into the ValueSet description (and
+the description of any drug group the key is a member of).
 """
 
 from __future__ import annotations
@@ -337,6 +338,11 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
             codes[key] = [*codes[key], *added["entries"]]
         elif "entries" in added:
             codes.setdefault(key, added["entries"])
+        if "group" in added:
+            # A curated drug group (members are drug keys, shared or curated), like groups.json.
+            if key in groups:
+                raise ValueError(f"{key}: group already defined in groups.json")
+            groups[key] = added["group"]
         # Exclusions apply last, so they can also drop codes a shared or curated list brings.
         if added.get("exclude"):
             codes[key], exclusions[key] = apply_exclusions(key, codes[key], added)

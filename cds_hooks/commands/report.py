@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from cds_hooks.commands import UsageError, setting_problem
 
 HELP = "per-rule card outcomes (shown, accepted, overridden, reasons) over a date range"
-FORMATS = ("text", "csv", "json")
+FORMATS = ("text", "csv", "json", "html")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="text",
-        help="text (default), csv or json",
+        help="text (default), csv, json, or html (one page with charts: > report.html)",
     )
     parser.add_argument(
         "--data-dir", help="the service's data folder (default: CDS_DATA_DIR, else var)"
@@ -71,17 +71,34 @@ def run(args: argparse.Namespace) -> int:
         raise setting_problem(error) from error
     try:
         report = store.report(start, last + timedelta(days=1))
+        if args.format == "html":
+            page = _html(store, report)
     finally:
         store.close()
     if report.truncated and args.format != "text":
         print(f"cds-hooks report: {_window(report)}", file=sys.stderr)
-    if args.format == "json":
+    if args.format == "html":
+        sys.stdout.write(page + "\n")
+    elif args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     elif args.format == "csv":
         _csv(report)
     else:
         _text(report)
     return 0
+
+
+def _html(store, report) -> str:
+    """The self-contained HTML page: the weeks are the same report over each week's days."""
+    from cds_hooks.commands import report_html
+    from cds_hooks.store.reports import most_overridden
+
+    weeks = [
+        report_html.Week(a, b, store.report(a, b))
+        for a, b in report_html.week_bounds(report.start, report.end)
+    ]
+    top = most_overridden(store.engine, report.start, report.end)
+    return report_html.render(report, weeks, top, datetime.now(UTC))
 
 
 def _rate(rate: float | None) -> str:

@@ -12,17 +12,23 @@ from cds_hooks.rules import (
     bac_allergy,
     bac_dopamine_antagonist,
     bac_dose,
+    bac_epilepsy,
     bac_indication,
     bac_neuropsych,
     bac_pregnancy,
     bac_renal,
     bac_taper,
+    cns_depressant,
     itb_contraindication,
     itb_pathway,
+    tiz_allergy,
     tiz_contraceptive,
     tiz_cyp1a2,
     tiz_dose,
+    tiz_hepatic,
+    tiz_hypotension,
     tiz_renal,
+    tiz_taper,
 )
 from cds_hooks.rules.context import Rule
 
@@ -46,5 +52,12 @@ RULES: tuple[Rule, ...] = tuple(
         tiz_dose,
         tiz_cyp1a2,
         antispastic_duplicate,
+        # Label rules beyond the seeds (issue 13).
+        tiz_taper,
+        tiz_hypotension,
+        tiz_hepatic,
+        cns_depressant,
+        bac_epilepsy,
+        tiz_allergy,
     )
 )

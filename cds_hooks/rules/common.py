@@ -6,12 +6,13 @@ Pure helpers over the record; the clinical engines are in `cds_hooks/clinical/`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
 from cds_hooks.clinical.renal import RenalFunction, renal_function
 from cds_hooks.fhir import status
-from cds_hooks.fhir.read import codings
+from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.context import RuleContext
 
@@ -76,3 +77,45 @@ def prior_orders(ctx, *keys: str) -> list[MedOrder]:
         and status.order_on_record(o.status)
         and not (o.ref in targets and o.status == "draft")
     ]
+
+
+def new_therapy(ctx, *keys: str) -> list[MedOrder]:
+    """The targeted orders of these drugs that stay current: a stop or cancel is not new therapy."""
+    current = {o.ref for o in ctx.current}
+    return [o for o in ctx.targets(*keys) if o.ref in current]
+
+
+def interacting(ctx, order: MedOrder, *keys: str) -> list[MedOrder]:
+    """Other current orders (record or this session's drafts) of these drugs, beside `order`."""
+    return [o for o in ctx.current if o.ref != order.ref and o.has(*keys)]
+
+
+def recorded_allergies(ctx, allergen: Iterable[str]) -> list[Mapping[str, Any]]:
+    """AllergyIntolerances to these drug keys (coded, or named in text) that still stand
+    (fhir.status.allergy_present: not inactive/resolved, refuted or entered in error)."""
+    wanted = set(allergen)
+    terminology = ctx.knowledge.terminology
+    found = []
+    for allergy in ctx.record.allergies:
+        if not status.allergy_present(allergy):
+            continue
+        code = allergy.get("code")
+        keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))
+        if keys & wanted:
+            found.append(allergy)
+    return found
+
+
+def is_intolerance(allergy: Mapping[str, Any]) -> bool:
+    """An intolerance (type intolerance, or low criticality) rather than a true allergy."""
+    return allergy.get("type") == "intolerance" or allergy.get("criticality") == "low"
+
+
+def describe_allergy(allergy: Mapping[str, Any], default: str) -> str:
+    name = concept_text(allergy.get("code")) or default
+    when = parse_datetime(allergy.get("recordedDate") or allergy.get("onsetDateTime"))
+    parts = [name, ref_of(allergy) or "", when.date().isoformat() if when else ""]
+    criticality = allergy.get("criticality")
+    if isinstance(criticality, str):
+        parts.append(f"criticality {criticality}")
+    return ", ".join(p for p in parts if p)

@@ -80,9 +80,9 @@ OBSERVATION_SEARCHES: tuple[ObservationSearch, ...] = (
     ),
     ObservationSearch(
         "liver",
-        ("observation/alt", "observation/ast", "observation/bilirubin-total-supporting"),
+        ("observation/alt", "observation/ast"),
         "laboratory",
-        "liver tests (ALT, AST, bilirubin), for tizanidine's hepatic checks",
+        "liver tests (ALT, AST), for tizanidine's hepatic check",
     ),
     ObservationSearch(
         "weight",

@@ -149,3 +149,42 @@ def _reason(code: str | None, display: str | None) -> str:
     if not code:
         return NO_REASON
     return f"{code} ({display})" if display else code
+
+
+@dataclass
+class OverriddenCard:
+    rule_id: str
+    summary: str
+    overridden: int
+
+
+def most_overridden(
+    engine: Engine, start: datetime, end: datetime, limit: int = 10
+) -> list[OverriddenCard]:
+    """The card summaries overridden most often in [start, end), by their latest feedback."""
+    latest = (
+        select(feedback.c.card_uuid, func.max(feedback.c.id).label("id"))
+        .where(feedback.c.known_card.is_(True), _FROM_RECIPIENT)
+        .group_by(feedback.c.card_uuid)
+        .subquery()
+    )
+    n = func.count().label("n")
+    query = (
+        select(cards.c.rule_id, cards.c.summary, n)
+        .select_from(
+            cards.join(latest, latest.c.card_uuid == cards.c.uuid).join(
+                feedback, feedback.c.id == latest.c.id
+            )
+        )
+        .where(
+            cards.c.shown.is_(True),
+            cards.c.shown_at >= start,
+            cards.c.shown_at < end,
+            feedback.c.outcome == "overridden",
+        )
+        .group_by(cards.c.rule_id, cards.c.summary)
+        .order_by(n.desc(), cards.c.rule_id, cards.c.summary)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [OverriddenCard(r, s, int(c)) for r, s, c in conn.execute(query)]
