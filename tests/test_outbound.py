@@ -639,26 +639,26 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
     def do_CONNECT(self) -> None:
-        import select
+        import selectors
 
         self.server.asked.append(self.path)
         host, _, port = self.path.rpartition(":")
         upstream = socket.create_connection((host, int(port)), timeout=5)
         self.send_response(200, "Connection established")
         self.end_headers()
-        sockets = [self.connection, upstream]
-        try:
+        # selectors (epoll), not select(): the full suite may hold descriptors above 1024.
+        with selectors.DefaultSelector() as selector, upstream:
+            selector.register(self.connection, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, self.connection)
             while True:
-                ready, _, _ = select.select(sockets, [], [], 5)
+                ready = selector.select(timeout=5)
                 if not ready:
                     return
-                for sock in ready:
-                    data = sock.recv(65536)
+                for key, _events in ready:
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
-                    (upstream if sock is self.connection else self.connection).sendall(data)
-        finally:
-            upstream.close()
+                    key.data.sendall(data)
 
 
 def test_https_proxy_carries_fhir_requests(knowledge, tmp_path, tls_ehr):
