@@ -685,3 +685,16 @@ def test_through_a_proxy_internal_destinations_are_still_refused(knowledge, tmp_
     client = _app(knowledge, tmp_path, HTTPS_PROXY="http://127.0.0.1:9")
     assert DEGRADED in _call(client, "https://169.254.169.254/fhir")
     assert connects == []  # not even the proxy was asked
+
+
+def test_fhir_allow_private_off_words_keep_loopback_refused(knowledge, tmp_path, ehr, monkeypatch):
+    ehr.routes["/fhir/Condition"] = (200, {}, _page())
+    for word in ("no", "off", "False", "0"):
+        monkeypatch.setenv("CDS_FHIR_ALLOW_PRIVATE", word)
+        client = _app(knowledge, tmp_path / word, ALLOW_HTTP_FHIR=True)
+        assert DEGRADED in _call(client, f"{ehr.base}/fhir")
+    assert ehr.seen == []
+    monkeypatch.setenv("CDS_FHIR_ALLOW_PRIVATE", "yes")
+    assert "BAC-INDICATION" in _call(
+        _app(knowledge, tmp_path / "yes", ALLOW_HTTP_FHIR=True), f"{ehr.base}/fhir"
+    )

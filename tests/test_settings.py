@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cds_hooks import create_app
-from cds_hooks.config import SettingsError
+from cds_hooks.config import SettingsError, boolean
 from cds_hooks.settings import fields, load
 from tools import settings_table
 
@@ -23,7 +23,16 @@ BOOLEANS = [
     ("ALLOW_UNAUTHENTICATED", lambda s: s.app.allow_unauthenticated),
     ("SUPPRESS_SELECT_SIGN", lambda s: s.store.suppress_select_sign),
     ("FEEDBACK_KEEP_COMMENTS", lambda s: s.store.feedback_keep_comments),
+    ("FHIR_ALLOW_PRIVATE", lambda s: s.fhir.fhir_allow_private),
+    ("METRICS_PUBLIC", lambda s: s.observability.metrics_public),
 ]
+
+
+def test_every_on_off_setting_is_in_the_table_above():
+    """A new boolean setting is checked with every off and on word without being listed by hand."""
+    on_off = boolean().expected
+    declared = {f.name.upper() for _s, f in fields() if f.metadata["parse"].expected == on_off}
+    assert declared == {name for name, _read in BOOLEANS}
 
 
 @pytest.mark.parametrize("word", OFF_WORDS)

@@ -5,7 +5,10 @@ is above 80 mg/day, then warn; at or above twice that, critical [P][L]. When it 
 then inform: adverse effects (sedation, weakness, dizziness, confusion) typically appear there [G].
 When a first baclofen order (none on record in any status) starts above 15 mg/day, then advise
 starting low and titrating [G][P]. One card per order, the highest tier only. A dose that cannot be
-computed (unknown unit, no frequency) gives no card: never a guess (the reason is logged).
+computed (unknown unit, no frequency) gives no card: never a guess (the reason is logged). The
+warning and critical cards offer "Cancel" and, next to it, the same order at the label maximum
+(`dose_limit.at_maximum`): the same number of doses a day, the total with the other current orders
+at most 80 mg/day, in whole 5 mg steps (the label sets no single-dose limit for baclofen).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose
 from cds_hooks.rules.common import known_doses, order_dose, prior_orders
 from cds_hooks.rules.context import RuleContext
+from cds_hooks.rules.dose_limit import at_maximum
 
 RULE_ID = "BAC-DOSE"
 NEEDS = ("medications",)
@@ -56,6 +60,22 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
             "adverse": f"{adverse:g}",
             "start": f"{start:g}",
         }
-        cancel = (suggestions.cancel(order),) if card in ("critical", "over_max") else ()
-        findings.append(Finding(RULE_ID, card, order.ref, facts, tuple(evidence), cancel))
+        offered: tuple = ()
+        if card in ("critical", "over_max"):
+            offered = (suggestions.cancel(order),)
+            this = next(d for o, d in known if o.ref == order.ref)
+            found = at_maximum(
+                order,
+                this,
+                max_daily_mg=maximum,
+                other_orders_mg=total - this.mg_per_day,
+                step_mg=float(settings.value("suggested_dose_step_mg")),
+            )
+            if found is not None:
+                facts |= {"dose": f"{found.dose_mg:g}", "times": found.words.split(" mg ", 1)[1]}
+                at_max = suggestions.replace(
+                    order, found.resource, f"Change {order.ref} to {found.words}", "at_max"
+                )
+                offered = (*offered, at_max)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, tuple(evidence), offered))
     return findings

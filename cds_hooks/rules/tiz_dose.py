@@ -8,7 +8,9 @@ for creatinine clearance below 25 mL/min, says to raise the individual dose befo
 (the label's renal advice). One card per order (daily, single, or both in one card), with
 "Cancel". The daily dose is computed as for BAC-DOSE (`clinical/dose.py`); an order whose dose
 cannot be computed gives no card, and a current order whose dose cannot be computed is named but
-not counted (never a guess; logged).
+not counted (never a guess; logged). Next to "Cancel" (first), the same order at the label maximum
+(`dose_limit.at_maximum`): the same number of doses a day (at most three), each at most 16 mg,
+the total with the other current orders at most 36 mg/day, in whole 2 mg steps.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cds_hooks.cards import Finding
 from cds_hooks.clinical.dose import Dose, total_mg_per_day
 from cds_hooks.rules.common import known_doses, order_dose
 from cds_hooks.rules.context import RuleContext
+from cds_hooks.rules.dose_limit import at_maximum
 
 RULE_ID = "TIZ-DOSE"
 NEEDS = ("medications",)
@@ -66,7 +69,21 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
                 for o in unknown
             ),
         )
-        findings.append(
-            Finding(RULE_ID, card, order.ref, facts, evidence, (suggestions.cancel(order),))
+        offered: tuple = (suggestions.cancel(order),)
+        found = at_maximum(
+            order,
+            dose,
+            max_daily_mg=max_daily,
+            other_orders_mg=total - dose.mg_per_day,
+            step_mg=float(ctx.settings.value("suggested_dose_step_mg")),
+            max_single_mg=max_single,
+            max_doses=int(ctx.settings.value("max_doses_per_day")),
         )
+        if found is not None:
+            facts |= {"dose": f"{found.dose_mg:g}", "times": found.words.split(" mg ", 1)[1]}
+            at_max = suggestions.replace(
+                order, found.resource, f"Change {order.ref} to {found.words}", "at_max"
+            )
+            offered = (*offered, at_max)
+        findings.append(Finding(RULE_ID, card, order.ref, facts, evidence, offered))
     return findings

@@ -319,6 +319,13 @@ class _WriteLock:
         finally:
             self._thread.release()
 
+    def __del__(self) -> None:
+        # The side file's descriptor dies with the lock (one per engine): without this every
+        # app built and dropped (a test suite builds thousands) kept one open, until select()
+        # calls elsewhere in the process broke past FD_SETSIZE.
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
     def _descriptor(self) -> int:
         # flock belongs to an open file description, which a fork shares: each process opens
         # its own, or two gunicorn workers would hold "the same" lock at once.
