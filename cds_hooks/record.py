@@ -281,9 +281,10 @@ def _med_order(
     identified = bool(drugs or concept_text(concept) or ref_display or _coded(concept))
     name = concept_text(concept) or ref_display or _unidentified_name(resource)
     by_text = False
-    # Name matching only for an order with no recognised coding: a code found in a drug group
-    # alone (e.g. an eCQM antihypertensive with no ingredient key) is recognised (Round 2).
-    if not drugs:
+    # Name matching only for an order with no recognised coding (Round 2): a code found in a
+    # drug group alone (an eCQM antihypertensive) is recognised, and so is a product the clinical
+    # review took out of a value set (a heparin flush): curation wins over the name.
+    if not drugs and not terminology.curated_out(concept):
         drugs = terminology.keys_for_text(name)
         by_text = bool(drugs)
     return MedOrder(

@@ -58,6 +58,7 @@ _EXT_BASE = "http://antispasticity-cds.org/fhir/StructureDefinition/"
 EXT_MATCH = _EXT_BASE + "code-match"
 EXT_TTY = _EXT_BASE + "rxnorm-tty"
 EXT_GROUP_MEMBERS = _EXT_BASE + "group-members"
+EXT_CURATED_OUT = _EXT_BASE + "curated-exclusion"
 
 # Known aliases, compared after trimming, dropping a trailing "/" and lower-casing. Kept
 # deliberately short: only identifiers that denote exactly the same code system.
@@ -161,6 +162,7 @@ class Terminology:
         self._prefix: dict[tuple[str, str], frozenset[str]] = {}
         self._prefix_lengths: dict[str, tuple[int, ...]] = {}
         self._member_groups: dict[str, frozenset[str]] = {}
+        self._curated_out: frozenset[tuple[str, str]] = frozenset()
         self._text_keys: dict[str, frozenset[str]] = {}
         self._text_pattern: re.Pattern[str] | None = None
         self._build()
@@ -186,6 +188,7 @@ class Terminology:
         prefix: dict[tuple[str, str], set[str]] = defaultdict(set)
         lengths: dict[str, set[int]] = defaultdict(set)
         member_groups: dict[str, set[str]] = defaultdict(set)
+        curated_out: set[tuple[str, str]] = set()
 
         for key, vs in self._valuesets.items():
             self._titles[key] = vs.get("title") or vs.get("name") or key
@@ -205,6 +208,10 @@ class Terminology:
             for ext in vs.get("extension") or ():
                 if ext.get("url") == EXT_GROUP_MEMBERS:
                     member_groups[ext["valueString"]].add(key)
+                elif ext.get("url") == EXT_CURATED_OUT and isinstance(ext.get("valueCoding"), dict):
+                    coding = ext["valueCoding"]
+                    system = normalize_system(coding.get("system")) or ""
+                    curated_out.add((system, normalize_code(system, str(coding.get("code", "")))))
 
         unknown = sorted(m for m in member_groups if m not in self._valuesets)
         if unknown:
@@ -214,6 +221,7 @@ class Terminology:
         self._prefix = {k: frozenset(v) for k, v in prefix.items()}
         self._prefix_lengths = {s: tuple(sorted(v)) for s, v in lengths.items()}
         self._member_groups = {k: frozenset(v) for k, v in member_groups.items()}
+        self._curated_out = frozenset(curated_out)
         self._build_text_index()
 
     def _build_text_index(self) -> None:
@@ -289,6 +297,24 @@ class Terminology:
         if not hits:
             return _EMPTY
         return hits[0].union(*hits[1:]) if len(hits) > 1 else hits[0]
+
+    def curated_out(self, concept: Mapping | None) -> bool:
+        """True when a coding of the concept was taken out of a value set by clinical review.
+
+        Such a product (a heparin lock flush, an eye-drop fluoroquinolone) is known and judged:
+        the name fallback must not bring it back (clinical-rules.md, Round 2).
+        """
+        if not isinstance(concept, Mapping) or not isinstance(concept.get("coding"), list):
+            return False
+        for coding in concept["coding"]:
+            if not isinstance(coding, Mapping):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and system and code:
+                norm_system = normalize_system(system) or ""
+                if (norm_system, normalize_code(norm_system, code)) in self._curated_out:
+                    return True
+        return False
 
     def keys_for_text(self, text: str | None) -> frozenset[str]:
         """Drug ingredient keys named in free text (ingredient or brand name), plus their groups."""

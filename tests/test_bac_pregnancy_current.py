@@ -62,6 +62,10 @@ def test_new_order_while_another_baclofen_is_active_is_a_current_patient(call):
     (card,) = pregnancy_cards(call, [med_request("d1", dose_mg=5, per_day=3)], [current])
     assert "do not stop abruptly" in card["summary"]
     assert [s["actions"][0]["type"] for s in card["suggestions"]] == ["update"]
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    # The taper starts from the current 10 mg TID and supersedes that order.
+    assert resource["priorPrescription"] == {"reference": "MedicationRequest/cur"}
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] < 10
 
 
 def test_current_intrathecal_baclofen_gets_no_one_click_change(call):

@@ -43,6 +43,7 @@ EXT_MATCH = EXT_BASE + "code-match"
 EXT_TTY = EXT_BASE + "rxnorm-tty"
 EXT_NOTE = EXT_BASE + "code-note"
 EXT_GROUP_MEMBERS = EXT_BASE + "group-members"
+EXT_CURATED_OUT = EXT_BASE + "curated-exclusion"
 
 ATC = "http://www.whocc.no/atc"
 VERSION = "1.0.0"
@@ -276,6 +277,7 @@ def build_valueset(
     codes: Mapping[str, Sequence[Mapping[str, Any]]],
     groups: Mapping[str, Mapping[str, Any]],
     exclusions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    curated_out: Sequence[tuple[str, str, str]] = (),
 ) -> dict[str, Any]:
     group = groups.get(key)
     parent = form_subset_of(key, codes)
@@ -304,10 +306,17 @@ def build_valueset(
             "contains": [_contains_entry(e) for e in entries],
         },
     }
-    if group:
-        vs["extension"] = [
-            {"url": EXT_GROUP_MEMBERS, "valueString": m} for m in group.get("members", [])
-        ]
+    extensions = [
+        {"url": EXT_GROUP_MEMBERS, "valueString": m} for m in (group or {}).get("members", [])
+    ]
+    # What the clinical review took out stays known to the matcher: a product curated out of
+    # this key must not come back through the name fallback (clinical-rules.md, Round 2).
+    extensions += [
+        {"url": EXT_CURATED_OUT, "valueCoding": {"system": s, "code": c, "display": d}}
+        for s, c, d in curated_out
+    ]
+    if extensions:
+        vs["extension"] = extensions
     return vs
 
 
@@ -331,6 +340,7 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     # Curated keys the rules need that the shared research does not have (provenance per code).
     additions = json.loads(ADDITIONS.read_text(encoding="utf-8"))
     exclusions: dict[str, list[dict[str, Any]]] = {}
+    curated_out: dict[str, list[tuple[str, str, str]]] = {}
     for key, added in additions.items():
         if key.startswith("_"):
             continue
@@ -345,10 +355,23 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
             groups[key] = added["group"]
         # Exclusions apply last, so they can also drop codes a shared or curated list brings.
         if added.get("exclude"):
-            codes[key], exclusions[key] = apply_exclusions(key, codes[key], added)
+            before = codes[key]
+            codes[key], exclusions[key] = apply_exclusions(key, before, added)
+            kept = {(e["system"], e["code"].strip()) for e in codes[key]}
+            curated_out[key] = sorted(
+                {
+                    (e["system"], e["code"].strip(), e["display"])
+                    for e in before
+                    if (e["system"], e["code"].strip()) not in kept
+                },
+                key=lambda c: c[:2],
+            )
     keys = sorted(k for k in codes if k.startswith(INCLUDED_PREFIXES))
     keys += sorted(k for k in groups if k not in codes and k.startswith("drug-group/"))
-    return {key: build_valueset(key, codes, groups, exclusions) for key in sorted(keys)}
+    return {
+        key: build_valueset(key, codes, groups, exclusions, curated_out.get(key, ()))
+        for key in sorted(keys)
+    }
 
 
 def _exclusion_rules(key: str, added: Mapping[str, Any]) -> list[Mapping[str, Any]]:

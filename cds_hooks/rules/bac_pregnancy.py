@@ -117,6 +117,9 @@ def _taper_finding(
     taper = "; ".join(f"{mg:g} mg {times:g} times a day for {days} days" for mg, times in steps)
     more = {"taper": taper + "; then stop", "weeks": str(max(1, math.ceil(len(steps) * days / 7)))}
     resource = taper_request(current.resource, order, steps, None, days)
+    if current.ref != order.ref:
+        # The taper supersedes the therapy it tapers, so the EHR retires that order with it.
+        resource["priorPrescription"] = {"reference": current.ref}
     suggestion = suggestions.replace(
         order, resource, f"Replace {order.ref} with a taper", "taper", recommended=False
     )

@@ -1,4 +1,4 @@
-"""ITB-PATHWAY: intrathecal baclofen is second line, and its doses are micrograms.
+"""ITB-PATHWAY: intrathecal baclofen: second line for spinal-origin spasticity, doses in micrograms.
 
 When intrathecal baclofen is ordered and
   - no oral baclofen or tizanidine order is on record in any status (a completed or stopped trial
