@@ -29,6 +29,8 @@ from cds_hooks.store import open_store
 
 log = logging.getLogger(__name__)
 
+SUPPRESSED_HEADER = hooks.SUPPRESSED_HEADER  # set by the hook route; CORS exposes it
+
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = settings_module.load(config)
@@ -147,4 +149,5 @@ def _cors(response: Response) -> Response:
     response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
     response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
     response.headers["Access-Control-Max-Age"] = "600"
+    response.headers["Access-Control-Expose-Headers"] = SUPPRESSED_HEADER  # readable by scripts
     return response

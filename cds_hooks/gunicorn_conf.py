@@ -173,6 +173,12 @@ def post_fork(server: Any, worker: Any) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    from cds_hooks.store.writer import drain_all
+
+    drain_all()  # in the worker: its queued audit is written before it goes (docs/storage.md)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from cds_hooks.observability import worker_exited
 

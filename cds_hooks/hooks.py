@@ -16,6 +16,8 @@ from cds_hooks.services import BY_ID, SERVICES
 
 # observability times and logs the requests of this endpoint as hook calls.
 SERVICE_ENDPOINT = "hooks.service"
+# Cards held back as repeats (docs/storage.md, "Fewer repeated alerts"): their count, when any.
+SUPPRESSED_HEADER = "X-CDS-Suppressed"
 
 
 def blueprint() -> Blueprint:
@@ -36,7 +38,10 @@ def blueprint() -> Blueprint:
         observability.note_request(body)
         result = call_service(declared, body, _runtime(), g.get("client_claims"))
         observability.note_result(result)  # one log line and the metrics, after the response
-        return jsonify(result.response)
+        response = jsonify(result.response)
+        if result.held_back:  # repeats not shown: say so, or an empty answer looks like "safe"
+            response.headers[SUPPRESSED_HEADER] = str(len(result.held_back))
+        return response
 
     return routes
 

@@ -190,6 +190,12 @@ class Metrics:
         self.cards = Counter(
             "cds_cards", "Cards returned, by rule and indicator", ["rule", "indicator"], registry=r
         )
+        self.suppressed = Counter(
+            "cds_cards_suppressed",
+            "Cards held back as repeats, by rule and reason (select-sign, overridden)",
+            ["rule", "reason"],
+            registry=r,
+        )
         self.sources = Counter(
             "cds_prefetch_sources",
             "Where each prefetch key's data came from: prefetch, fetched or failed",
@@ -313,6 +319,10 @@ def _hook_call_done(response: Response) -> None:
     for card in cards:
         topic = (card.get("source") or {}).get("topic") or {}
         metrics.cards.labels(str(topic.get("code") or "none"), str(card.get("indicator"))).inc()
+    held_back = list(result.held_back) if result is not None else []
+    for held in held_back:
+        topic = (held["card"].get("source") or {}).get("topic") or {}
+        metrics.suppressed.labels(str(topic.get("code") or "none"), str(held["why"])).inc()
     for key, source in sources.items():
         metrics.sources.labels(key, source).inc()
         if source == "failed":
@@ -329,6 +339,16 @@ def _hook_call_done(response: Response) -> None:
     if result is not None:
         fields["fired"] = list(result.fired)
         fields["drafts"] = len(result.drafts)
+        # Cards held back as repeats, with why and the earlier card that stands for each.
+        fields["suppressed"] = [
+            {
+                "card": h["card"].get("uuid"),
+                "rule": ((h["card"].get("source") or {}).get("topic") or {}).get("code"),
+                "reason": h["why"],
+                "earlier": h["earlier"],
+            }
+            for h in held_back
+        ]
     log.info(
         "hook call %s -> %d, %d cards in %.0f ms",
         service,

@@ -698,3 +698,24 @@ def test_fhir_allow_private_off_words_keep_loopback_refused(knowledge, tmp_path,
     assert "BAC-INDICATION" in _call(
         _app(knowledge, tmp_path / "yes", ALLOW_HTTP_FHIR=True), f"{ehr.base}/fhir"
     )
+
+
+def test_jwks_fetches_follow_the_same_destination_policy(knowledge, tmp_path, connects, caplog):
+    """A registered key-set URL on an internal address is never fetched: the token is refused."""
+    from cds_hooks.commands.keys import mint_token, new_key
+
+    key = new_key("ES384")
+    iss = "https://ehr.example"
+    jku = "https://169.254.169.254/latest/jwks.json"
+    client = _app(
+        knowledge,
+        tmp_path,
+        AUTH_ISSUERS={iss: {"jku": [jku]}},
+        PUBLIC_BASE_URL="http://localhost",
+    )
+    caplog.set_level(logging.WARNING)
+    token = mint_token(key, iss=iss, aud="http://localhost/cds-services", jku=jku)
+    response = client.get("/cds-services", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert connects == []
+    assert "link-local" in caplog.text

@@ -175,6 +175,7 @@ def test_favicon(client):
 def _count(app, table) -> int:
     from sqlalchemy import func, select
 
+    app.extensions["cds_hooks"].store.drain()  # the audit queue written first
     with app.extensions["cds_hooks"].store.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table)).scalar()
 

@@ -46,14 +46,24 @@ def server(tmp_path):
                 time.sleep(0.1)
         else:
             pytest.fail("server did not listen within 60 s")
-        yield port
+        yield port, log
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
+def test_serving_on_is_said_once_gunicorn_listens(server):
+    port, log = server
+    deadline = time.monotonic() + 30
+    while "serving on http" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    text = log.read_text()
+    assert f"cds-hooks: serving on http://127.0.0.1:{port}/cds-services" in text
+    assert text.index(f"Listening at: http://127.0.0.1:{port}") < text.index("serving on http")
+
+
 def test_gunicorn_answers_discovery_twice_on_one_connection(server):
-    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    connection = http.client.HTTPConnection("127.0.0.1", server[0], timeout=30)
     bodies = []
     for _ in range(2):  # keep-alive: the second request reuses the connection
         connection.request("GET", "/cds-services")

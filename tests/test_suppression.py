@@ -38,6 +38,7 @@ def make_app(knowledge, tmp_path, **config):
 
 
 def audited(app) -> list[dict]:
+    app.extensions["cds_hooks"].store.drain()  # the audit queue written first
     with app.extensions["cds_hooks"].store.engine.connect() as conn:
         rows = conn.execute(select(cards_table).order_by(cards_table.c.shown_at))
         return [dict(r._mapping) for r in rows if r.rule_id == RULE]

@@ -84,7 +84,9 @@ class JwksCache:
                 stream=True,
                 headers={"Accept": "application/json"},
             )
-        except (requests.RequestException, outbound.DestinationRefused) as error:
+        except outbound.DestinationRefused as error:
+            raise AuthError(f"JWKS fetch from {url[:200]} refused: {error}") from None
+        except requests.RequestException as error:
             raise AuthError(f"JWKS fetch from {url[:200]} failed: {type(error).__name__}") from None
         try:
             if response.status_code != 200:

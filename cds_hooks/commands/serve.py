@@ -146,6 +146,7 @@ def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
         "child_exit": gunicorn_conf.child_exit,  # /metrics: every worker's files, one folder
+        "worker_exit": gunicorn_conf.worker_exit,  # the worker's queued audit written first
         "when_ready": when_ready,
         "proc_name": "cds-hooks",
     }

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
 from cds_hooks.config import boolean, integer, number, path, setting, text
@@ -32,6 +33,7 @@ from cds_hooks.store.suppression import (
     fingerprint,
     record_shown,
 )
+from cds_hooks.store.writer import AuditQueue
 
 __all__ = [
     "CallAudit",
@@ -96,6 +98,17 @@ class StoreSettings:
         integer(min=1),
         "Days the audit (hook calls, cards) and the feedback are kept; older rows are pruned.",
     )
+    audit_queue_size: int = setting(
+        1000,
+        integer(min=0, max=1_000_000),
+        "Hook calls without cards whose audit may wait for the writer thread (0: written in the "
+        "request). At most this many audit rows are lost if the process is killed.",
+    )
+    audit_flush_seconds: float = setting(
+        0.2,
+        number(min=0, max=60),
+        "How long the audit writer gathers calls into one transaction.",
+    )
     prune_interval_seconds: float = setting(
         600,
         number(min=0),
@@ -113,6 +126,8 @@ class Store:
         keep_comments: bool = True,
         retention: Retention | None = None,
         clock: Callable[[], datetime] | None = None,
+        queue_size: int = 1000,
+        flush_seconds: float = 0.2,
     ):
         migrate(engine)
         _fork_safe(engine)
@@ -125,7 +140,14 @@ class Store:
             suppression=max(self.suppression.select_sign_window, self.suppression.overridden_window)
         )
         self.replay = ReplayStore(engine)
-        self._pruner = Pruner(self, engine, self.retention, self.clock)
+        self._pruner = Pruner(engine, self.retention, self.clock)
+        self.queue = AuditQueue(
+            engine,
+            self._write_audit,
+            size=queue_size,
+            flush_seconds=flush_seconds,
+            describe=lambda call: str(call.hook_instance),
+        )
 
     def fingerprint(
         self,
@@ -147,15 +169,33 @@ class Store:
         Returns card uuid -> (why, earlier card uuid) for the cards not to show.
         """
         self._pruner.ensure_started(os.getpid())
+        if not candidates:
+            # No card: nothing to decide, and nothing feedback could name. The audit waits in
+            # the queue (most calls: orders no rule is about), off the request's path.
+            if not self.queue.put(call):  # full or off: this request writes its own audit
+                with writing(self.engine, durable=False) as conn:
+                    self._write_audit(conn, [call])
+            return {}
+        # Cards: decided, audited and remembered in place in the request, so the next call and
+        # feedback sent to any process or host find them at once.
         with writing(self.engine, durable=False) as conn:
+            hook = call.hook or ""
             suppressed = (
-                decide(conn, call.hook or "", candidates, self.suppression, call.called_at)
-                if candidates and call.patient_id
+                decide(conn, hook, candidates, self.suppression, call.called_at)
+                if call.patient_id
                 else {}
             )
             write_call(conn, call, self.patients, candidates, suppressed)
-            record_shown(conn, call.hook or "", candidates, suppressed, call.called_at)
+            record_shown(conn, hook, candidates, suppressed, call.called_at)
         return suppressed
+
+    def _write_audit(self, conn: Connection, batch: Sequence[CallAudit]) -> None:
+        for call in batch:
+            write_call(conn, call, self.patients)
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Write the queued audit of this process now (tests, reports, feedback lookups)."""
+        return self.queue.drain(timeout)
 
     def save_feedback(
         self,
@@ -176,6 +216,7 @@ class Store:
 
     def report(self, start: datetime, end: datetime) -> Report:
         """Per-rule outcomes; the report says from when on the audit is still kept."""
+        self.drain()
         report = rule_report(self.engine, start, end)
         report.retention_days = self.retention.audit.days
         report.kept_since = self.retention.kept_since(self.clock())
@@ -186,6 +227,7 @@ class Store:
         return prune(self.engine, self.retention, now or self.clock())
 
     def close(self) -> None:
+        self.queue.close()  # written, not lost
         self._pruner.stop()
         self.engine.dispose()
 
@@ -231,4 +273,6 @@ def open_store(settings: StoreSettings, clock: Callable[[], datetime] | None = N
             interval_seconds=settings.prune_interval_seconds,
         ),
         clock=clock,
+        queue_size=settings.audit_queue_size,
+        flush_seconds=settings.audit_flush_seconds,
     )

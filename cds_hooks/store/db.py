@@ -187,11 +187,16 @@ def _v2(conn: Connection) -> None:
 
 def _v3(conn: Connection) -> None:
     """Callers told apart: who received each card, whether feedback came from them."""
-    for table, column in ((cards, cards.c.client), (feedback, feedback.c.from_recipient)):
-        if column.name in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+    _add_columns(conn, cards.c.client, feedback.c.from_recipient)
+
+
+def _add_columns(conn: Connection, *columns: Column) -> None:
+    for column in columns:
+        table = column.table.name
+        if column.name in {c["name"] for c in inspect(conn).get_columns(table)}:
             continue  # created by this code's _v1
         kind = column.type.compile(dialect=conn.dialect)
-        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
 
 
 # Append only: (version, step). A step gets a Connection inside the migration transaction.

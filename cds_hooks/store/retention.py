@@ -92,12 +92,10 @@ class Pruner:
     """The background thread of one process that calls `prune` every interval.
 
     Started lazily by the first hook call of a process (a thread started in gunicorn's master
-    would not survive the fork into a worker). It holds the store weakly: a store that is
-    dropped or closed ends its thread.
+    would not survive the fork into a worker). A store that is dropped or closed ends its thread.
     """
 
-    def __init__(self, owner: Any, engine: Engine, retention: Retention, clock: Callable):
-        self._owner = weakref.ref(owner)
+    def __init__(self, engine: Engine, retention: Retention, clock: Callable):
         self.engine = engine
         self.retention = retention
         self.clock = clock
@@ -113,21 +111,35 @@ class Pruner:
             if self._pid == pid:
                 return
             self._pid = pid
-            self._thread = threading.Thread(target=self._run, name="cds-prune", daemon=True)
+            self._thread = threading.Thread(
+                target=_prune_loop,
+                args=(weakref.ref(self), self._stop, self.retention.interval_seconds),
+                name="cds-prune",
+                daemon=True,
+            )
             self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _run(self) -> None:
-        interval = self.retention.interval_seconds
-        # Spread the processes of one deployment: they start together.
-        wait = random.uniform(0.1, 1.0) * min(interval, 60.0)  # noqa: S311 - not security
-        while not self._stop.wait(wait) and self._owner() is not None:
-            try:
-                deleted = prune(self.engine, self.retention, self.clock())
-                if any(deleted.values()):
-                    log.info("pruned rows past retention: %s", deleted)
-            except Exception:
-                log.exception("pruning past-retention rows failed; will retry")
-            wait = interval
+    def round(self) -> None:
+        try:
+            deleted = prune(self.engine, self.retention, self.clock())
+            if any(deleted.values()):
+                log.info("pruned rows past retention: %s", deleted)
+        except Exception:
+            log.exception("pruning past-retention rows failed; will retry")
+
+
+def _prune_loop(ref: weakref.ref[Pruner], stop: threading.Event, interval: float) -> None:
+    """Holds the pruner weakly between rounds: a dropped store ends its thread, and its engine
+    and open files are not kept alive by a sleeping thread."""
+    # Spread the processes of one deployment: they start together.
+    wait = random.uniform(0.1, 1.0) * min(interval, 60.0)  # noqa: S311 - not security
+    while not stop.wait(wait):
+        pruner = ref()
+        if pruner is None:
+            return
+        pruner.round()
+        del pruner
+        wait = interval
