@@ -170,3 +170,41 @@ def test_text_only_tizanidine_allergy_by_brand(call):
     }
     body = hook_request([tizanidine()], allergies=[allergy])
     assert [c["indicator"] for c in rule_cards(call, body, "TIZ-ALLERGY")] == ["critical"]
+
+
+@pytest.mark.parametrize(
+    ("name", "route", "expected"),
+    [
+        ("fentanyl 0.025 MG/HR Transdermal System", None, True),
+        ("etonogestrel 0.12 MG/DAY / ethinyl estradiol 0.015 MG/DAY Vaginal Ring", None, True),
+        ("acyclovir 50 MG/ML Topical Cream", None, False),
+        ("moxifloxacin 5 MG/ML Ophthalmic Solution", None, False),
+        ("clindamycin 20 MG/ML Vaginal Cream", None, False),
+        ("acyclovir", ("6064005", "Topical route"), False),
+        ("acyclovir", ("26643006", "Oral route"), True),
+    ],
+)
+def test_systemic_exposure_reads_form_and_route(knowledge, name, route, expected):
+    from cds_hooks.record import MedOrder
+    from cds_hooks.rules.common import systemic
+
+    resource: dict[str, Any] = {"resourceType": "MedicationRequest", "status": "active"}
+    if route:
+        resource["dosageInstruction"] = [
+            {"route": {"coding": [{"system": SNOMED, "code": route[0], "display": route[1]}]}}
+        ]
+    order = MedOrder(
+        ref="MedicationRequest/x",
+        resource=resource,
+        status="active",
+        drugs=frozenset(),
+        name=name,
+        by_text=True,
+        intrathecal=False,
+        draft=False,
+        selected=False,
+        concept={"text": name},
+        authored=None,
+        requester=None,
+    )
+    assert systemic(order, knowledge) is expected

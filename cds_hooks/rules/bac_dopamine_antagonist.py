@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
+from cds_hooks.rules.common import systemic
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-DOPAMINE-ANTAGONIST"
@@ -29,7 +30,11 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
             partner_keys = (BACLOFEN,)
         else:
             continue
-        others = [o for o in ctx.current if o.ref != order.ref and o.has(*partner_keys)]
+        others = [
+            o
+            for o in ctx.current
+            if o.ref != order.ref and o.has(*partner_keys) and systemic(o, ctx.knowledge)
+        ]
         if not others:
             continue
         baclofen, antagonist = (order, others[0]) if order.has(BACLOFEN) else (others[0], order)

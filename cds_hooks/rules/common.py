@@ -86,8 +86,11 @@ def new_therapy(ctx, *keys: str) -> list[MedOrder]:
 
 
 def interacting(ctx, order: MedOrder, *keys: str) -> list[MedOrder]:
-    """Other current orders (record or this session's drafts) of these drugs, beside `order`."""
-    return [o for o in ctx.current if o.ref != order.ref and o.has(*keys)]
+    """Other current orders of these drugs beside `order` (record or this session's drafts),
+    counted only when they reach the circulation (`systemic`)."""
+    return [
+        o for o in ctx.current if o.ref != order.ref and o.has(*keys) and systemic(o, ctx.knowledge)
+    ]
 
 
 def recorded_allergies(ctx, allergen: Iterable[str]) -> list[Mapping[str, Any]]:
@@ -119,3 +122,22 @@ def describe_allergy(allergy: Mapping[str, Any], default: str) -> str:
     if isinstance(criticality, str):
         parts.append(f"criticality {criticality}")
     return ", ".join(p for p in parts if p)
+
+
+def systemic(order: MedOrder, knowledge) -> bool:
+    """Whether the order reaches the circulation (clinical-rules.md, Round 2: systemic exposure).
+
+    Interaction and contraindication rules about a drug's blood levels or effects count only
+    oral, parenteral and systemic transdermal forms. An order is local, not systemic, when its
+    product name, a coding display, or its dosageInstruction.route names a local form (topical
+    skin, eye, ear, local vaginal preparations: the `local_form_words` of common.json). A
+    transdermal system and a vaginal ring stay systemic.
+    """
+    words = [w.lower() for w in knowledge.data_setting("local_form_words")]
+    names = [order.name, *(display for _s, _c, display in codings(order.concept) if display)]
+    for dosage in order.resource.get("dosageInstruction") or ():
+        route = dosage.get("route") if isinstance(dosage, Mapping) else None
+        if isinstance(route, Mapping):
+            names.append(concept_text(route) or "")
+            names.extend(display for _s, _c, display in codings(route) if display)
+    return not any(word in name.lower() for name in names for word in words)

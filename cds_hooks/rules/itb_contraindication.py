@@ -55,6 +55,7 @@ from cds_hooks.fhir.read import (
     ref_of,
     text,
 )
+from cds_hooks.rules.common import systemic
 from cds_hooks.rules.context import RuleContext
 from cds_hooks.terminology import system_name
 
@@ -124,7 +125,9 @@ def _anticoagulant(order, ctx) -> Found:
     keys = list(ctx.settings.keys("anticoagulants"))
     if ctx.settings.value("include_p2y12_antiplatelets"):
         keys += ctx.settings.keys("antiplatelets")
-    others = [o for o in ctx.current if o.ref != order.ref and o.has(*keys)]
+    others = [
+        o for o in ctx.current if o.ref != order.ref and o.has(*keys) and systemic(o, ctx.knowledge)
+    ]
     if not others:
         return None
     anticoagulants = set(ctx.settings.keys("anticoagulants"))

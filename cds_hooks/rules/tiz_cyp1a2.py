@@ -10,7 +10,7 @@ Source: [L] "Contraindications" and "Drug Interactions".
 
 One card per order, the highest tier, naming every interacting order. Oral contraceptives are
 CYP1A2 inhibitors too, but TIZ-CONTRACEPTIVE reports them (one card per problem), so they are left
-out here. Eye and ear preparations (the rule's local-form words, e.g. ciprofloxacin ophthalmic
+out here. Eye, ear and skin preparations (common.systemic, e.g. ciprofloxacin ophthalmic
 solution) have no relevant systemic exposure and do not count.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.fhir.read import codings
+from cds_hooks.rules.common import systemic
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-CYP1A2"
@@ -32,11 +32,10 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
     settings = ctx.settings
     tizanidine = settings.keys("tizanidine")
     excluded = settings.keys("reported_by_tiz_contraceptive")
-    local = tuple(w.strip().lower() for w in str(settings.value("local_forms")).split(","))
-    local = tuple(w for w in local if w)
 
     def tier(order) -> str | None:
-        if order.has(*excluded) or _named_with(order, local):
+        # Eye, ear and skin preparations do not reach the circulation (common.systemic).
+        if order.has(*excluded) or not systemic(order, ctx.knowledge):
             return None
         return next((t for t in TIERS if order.has(*settings.keys(t))), None)
 
@@ -71,11 +70,6 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
         cancel = (suggestions.cancel(order),) if card == "strong" else ()
         findings.append(Finding(RULE_ID, card, order.ref, facts, evidence, cancel))
     return findings
-
-
-def _named_with(order, words: tuple[str, ...]) -> bool:
-    names = [order.name, *(display for _s, _c, display in codings(order.concept) if display)]
-    return any(word in name.lower() for name in names for word in words)
 
 
 def _ingredient(order, terminology) -> str:
