@@ -11,8 +11,10 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, TypeVar
 
+from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
@@ -59,6 +61,17 @@ class MedOrder:
 
     def has(self, *keys: str) -> bool:
         return any(k in self.drugs for k in keys)
+
+    @cached_property
+    def dose(self) -> Dose | DoseUnknown:
+        """The daily dose, worked out once per call however many rules ask; tablets and mL are
+        converted with the strength in the drug's name or a coding's display."""
+        names = [self.name, *(display for _s, _c, display in codings(self.concept) if display)]
+        strength = next((s for s in map(strength_from_text, names) if s), None)
+        dose = daily_dose(self.resource, strength)
+        if isinstance(dose, DoseUnknown):
+            log.info("no daily dose for %s: %s", self.ref, dose.reason)
+        return dose
 
     @property
     def current(self) -> bool:

@@ -133,3 +133,22 @@ def test_kidney_function_and_current_therapy_are_computed_once_per_call(call, mo
     fired = {c["source"]["topic"]["code"] for c in answer["cards"]}
     assert {"BAC-RENAL", "TIZ-RENAL"} <= fired
     assert computed == [1]
+
+
+def test_each_orders_daily_dose_is_computed_once_per_call(call, monkeypatch):
+    """BAC-DOSE reads the new order's dose, then every current order's for the total."""
+    from cds_hooks import record
+
+    computed = []
+    real = record.daily_dose
+    monkeypatch.setattr(
+        record,
+        "daily_dose",
+        lambda resource, *a: computed.append(resource["id"]) or real(resource, *a),
+    )
+    current = med_request("b1", status="active", dose_mg=30, per_day=3)
+    body = hook_request([med_request("d1", dose_mg=30, per_day=3)], medications=[current])
+    status, answer = call(body)
+    assert status == 200
+    assert "BAC-DOSE" in {c["source"]["topic"]["code"] for c in answer["cards"]}
+    assert sorted(computed) == ["b1", "d1"]  # each order once

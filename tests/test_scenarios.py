@@ -53,6 +53,10 @@ def app_for(expected: dict, knowledge, tmp_path):
             "NOW": expected.get("now", "2026-11-21T12:00:00Z"),
             "KNOWLEDGE": knowledge,
             "DATA_DIR": str(tmp_path),
+            # Correctness, not speed: a loaded CI machine must not turn a faked fetch into a
+            # "checks could not run" card (the deadline itself is tested in test_fhir_failures).
+            "DEADLINE_SECONDS": 30,
+            "FHIR_TIMEOUT_SECONDS": 30,
         }
     )
 

@@ -235,6 +235,16 @@ def test_systems_of_a_value_set(term):
     assert SNOMED in term.systems("route/oral")
 
 
+def test_coded_in_the_systems_of_a_value_set(term):
+    vaginal = {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": "16857009"}]}
+    local = {"coding": [{"system": "http://hospital.example/routes", "code": "PV"}]}
+    assert term.coded_in_systems_of(vaginal, "route/oral")  # SNOMED CT, though not oral
+    assert not term.in_valueset(vaginal, "route/oral")
+    assert not term.coded_in_systems_of(local, "route/oral")
+    assert not term.coded_in_systems_of({"coding": [{"system": SNOMED, "code": " "}]}, "route/oral")
+    assert not term.coded_in_systems_of(None, "route/oral")
+
+
 # -- free text -----------------------------------------------------------------------------
 
 

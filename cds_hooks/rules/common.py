@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
+from cds_hooks.clinical.dose import Dose, DoseUnknown
 from cds_hooks.clinical.renal import RenalFunction, renal_function
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of
@@ -20,13 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def order_dose(order: MedOrder) -> Dose | DoseUnknown:
-    """The order's daily dose; tablets and mL are converted with the strength in the drug name."""
-    names = [order.name, *(display for _s, _c, display in codings(order.concept) if display)]
-    strength = next((s for s in map(strength_from_text, names) if s), None)
-    dose = daily_dose(order.resource, strength)
-    if isinstance(dose, DoseUnknown):
-        log.info("no daily dose for %s: %s", order.ref, dose.reason)
-    return dose
+    """The order's daily dose (`MedOrder.dose`: computed once per call)."""
+    return order.dose
 
 
 def known_doses(orders: Iterable[MedOrder]) -> tuple[list[tuple[MedOrder, Dose]], list[MedOrder]]:
