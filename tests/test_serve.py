@@ -60,6 +60,8 @@ def test_serving_on_is_said_once_gunicorn_listens(server):
     text = log.read_text()
     assert f"cds-hooks: serving on http://127.0.0.1:{port}/cds-services" in text
     assert text.index(f"Listening at: http://127.0.0.1:{port}") < text.index("serving on http")
+    # The operator is told about authentication once (not by the app build, not by gunicorn again).
+    assert text.count("client authentication") == 1, text
 
 
 def test_gunicorn_answers_discovery_twice_on_one_connection(server):
