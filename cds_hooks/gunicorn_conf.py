@@ -163,7 +163,19 @@ def bind_check(allow_unauthenticated: bool = False, announce: bool = True) -> Ca
     return on_starting
 
 
-on_starting = bind_check()
+def _check_then_preload(server: Any) -> None:
+    """`gunicorn -c python:cds_hooks.gunicorn_conf`: the bind policy, then the app built once.
+
+    gunicorn preloads (`preload_app`) before its first hook, so a refused bind would already
+    have opened the database; here the master builds the app itself once the binds pass, and the
+    forked workers use that one (gunicorn keeps the loaded app), as `cds-hooks serve` does.
+    """
+    bind_check()(server)
+    server.app.wsgi()
+
+
+on_starting = _check_then_preload
+preload_app = False  # done by on_starting, after the bind check
 
 
 def pre_fork(server: Any, worker: Any) -> None:
