@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from bench import fixtures
+from cds_hooks.services import OBSERVATION_SEARCHES
 
 
 def _responses(size: int) -> dict[str, bytes]:
@@ -21,10 +22,16 @@ def _responses(size: int) -> dict[str, bytes]:
     for key, rtype in (
         ("conditions", "Condition"),
         ("medications", "MedicationRequest"),
-        ("observations", "Observation"),
         ("allergies", "AllergyIntolerance"),
     ):
         out[rtype] = json.dumps(prefetch[key]).encode()
+    # Every Observation search gets every Observation (the record is indexed by id).
+    observations = [
+        entry["resource"]
+        for search in OBSERVATION_SEARCHES
+        for entry in prefetch[search.key].get("entry", [])
+    ]
+    out["Observation"] = json.dumps(fixtures.searchset(observations)).encode()
     return out
 
 

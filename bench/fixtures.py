@@ -15,6 +15,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.services import PURPOSES, observation_key
+
 REPO = Path(__file__).resolve().parent.parent
 SYNTHEA = REPO.parent / "shared" / "data" / "synthea"
 SERVICE_ID = "antispasticity-order-select"
@@ -162,13 +165,27 @@ def searchset(resources: list[dict]) -> dict:
 
 
 def prefetch(size: int) -> dict[str, Any]:
-    """The five prefetch keys for a record of `size` resources."""
-    by_key: dict[str, list[dict]] = {key: [] for key in KEY_OF.values()}
+    """Every prefetch key for a record of `size` resources.
+
+    Observations go to the key whose search asks for their code; the others (most of Synthea's)
+    to `renal`, as from an EHR that ignores the code filter and sends every lab.
+    """
+    knowledge = _knowledge()
+    keys = [key for key in PURPOSES if key != "patient"]
+    by_key: dict[str, list[dict]] = {key: [] for key in keys}
     for resource in record_resources(size):
         if resource["resourceType"] == "Patient":
             continue
-        by_key[KEY_OF[resource["resourceType"]]].append(resource)
+        key = KEY_OF[resource["resourceType"]]
+        if resource["resourceType"] == "Observation":
+            key = observation_key(knowledge, resource) or "renal"
+        by_key[key].append(resource)
     return {"patient": PATIENT, **{key: searchset(rs) for key, rs in by_key.items()}}
+
+
+@cache
+def _knowledge() -> Knowledge:
+    return Knowledge.load()
 
 
 def request(size: int | None, *, fhir_server: str | None = None) -> dict[str, Any]:

@@ -14,23 +14,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_hooks import auth, observability, openapi, outbound, preview, protocol
+from cds_hooks import auth, hooks, observability, openapi, outbound, preview, protocol
 from cds_hooks import settings as settings_module
 from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cds_hooks.feedback import blueprint as feedback_blueprint
 from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.knowledge import Knowledge
-from cds_hooks.pipeline import Runtime, call_service
-from cds_hooks.services import BY_ID, SERVICES, prefetch_templates
+from cds_hooks.pipeline import Runtime
+from cds_hooks.services import prefetch_templates
 from cds_hooks.store import open_store
 
 log = logging.getLogger(__name__)
 
-# Cards held back as repeats (docs/storage.md, "Fewer repeated alerts"): their count, when any.
-SUPPRESSED_HEADER = "X-CDS-Suppressed"
+SUPPRESSED_HEADER = hooks.SUPPRESSED_HEADER  # set by the hook route; CORS exposes it
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -65,9 +64,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _features(app: Flask) -> list[Blueprint]:
-    """Routes beyond the hook path (feedback, preview, metrics...), one blueprint per module."""
+    """The routes: the hooks, then feedback, preview, metrics..., one blueprint per module."""
     settings = app.config["SETTINGS"]
-    features = [feedback_blueprint()]
+    features = [hooks.blueprint(), feedback_blueprint()]
     observe = settings.observability
     # With issuers the service faces a network: /metrics only when asked for (docs/security.md).
     if observe.metrics and (app.extensions["cds_hooks"].verifier is None or observe.metrics_public):
@@ -102,26 +101,6 @@ def _clock(now: str) -> Callable[[], datetime]:
 
 
 def _register_views(app: Flask) -> None:
-    @app.get("/cds-services")
-    def discovery() -> Response:
-        templates = runtime().templates
-        return jsonify({"services": [s.discovery(templates) for s in SERVICES]})
-
-    @app.post("/cds-services/<service_id>")
-    def service(service_id: str) -> Response:
-        declared = BY_ID.get(service_id)
-        if declared is None:
-            raise NotFound(f"no CDS service {service_id[:100]!r}; see GET /cds-services")
-        protocol.check_content_type(request.mimetype)
-        body = protocol.parse_json(request.get_data(cache=False))
-        observability.note_request(body)
-        result = call_service(declared, body, runtime(), g.get("client_claims"))
-        observability.note_result(result)  # one log line and the metrics, after the response
-        response = jsonify(result.response)
-        if result.held_back:  # repeats not shown: say so, or an empty answer looks like "safe"
-            response.headers[SUPPRESSED_HEADER] = str(len(result.held_back))
-        return response
-
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify({"status": "ok", "knowledge": runtime().knowledge.version})

@@ -88,7 +88,10 @@ def make_card(
     if detail:
         card["detail"] = detail
     if suggestions:
-        card["suggestions"] = [{"uuid": str(uuid.uuid4()), **s} for s in suggestions]
+        # isRecommended always written: some client models (HealthChain) require it.
+        card["suggestions"] = [
+            {"uuid": str(uuid.uuid4()), "isRecommended": False, **s} for s in suggestions
+        ]
         card["selectionBehavior"] = selection_behavior
     if indicator != "info":
         if not override_reasons:

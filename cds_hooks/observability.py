@@ -301,7 +301,7 @@ def _finish(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id:
         response.headers[REQUEST_ID_HEADER] = request_id
-    if request.endpoint == "service" and request.method == "POST":
+    if request.endpoint == "hooks.service" and request.method == "POST":  # hooks.SERVICE_ENDPOINT
         _hook_call_done(response)
     return response
 

@@ -20,7 +20,8 @@ from cds_hooks import protocol
 from cds_hooks.auth import Claims, Verifier
 from cds_hooks.cards import Finding
 from cds_hooks.engine import Evaluation, evaluate, triggers
-from cds_hooks.fhir.resolver import client_for, resolve
+from cds_hooks.errors import BadRequest
+from cds_hooks.fhir.resolver import client_for, fetch_needed, resolve
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.record import PatientRecord, build_drafts, build_record
 from cds_hooks.services import Service
@@ -92,17 +93,24 @@ def _call_service(
     protocol.validate(body, service.hook, service.drafts_field)
     fhir = runtime.settings.fhir
     deadline = time.monotonic() + fhir.deadline_seconds
-    client = client_for(
-        body,
-        runtime.session,
-        runtime.executor,
-        timeout=fhir.fhir_timeout_seconds,
-        max_pages=fhir.fhir_max_pages,
-        max_bytes=fhir.fhir_max_bytes,
-        max_bytes_per_call=fhir.fhir_max_bytes_per_call,
-        allow_http=fhir.allow_http_fhir,
-        allowed=_fhir_allowlist(runtime, caller),
-    )
+    try:
+        client = client_for(
+            body,
+            runtime.session,
+            runtime.executor,
+            timeout=fhir.fhir_timeout_seconds,
+            max_pages=fhir.fhir_max_pages,
+            max_bytes=fhir.fhir_max_bytes,
+            max_bytes_per_call=fhir.fhir_max_bytes_per_call,
+            allow_http=fhir.allow_http_fhir,
+            allowed=_fhir_allowlist(runtime, caller),
+        )
+    except BadRequest as refused:
+        # fhirServer is checked only when it will be used: a complete prefetch never needs it.
+        if fetch_needed(body, runtime.templates):
+            raise
+        log.info("fhirServer ignored (prefetch is complete): %s", refused.message)
+        client = None
     data = resolve(body, runtime.templates, client, deadline)
     unavailable = {
         key: f"{key}: {reason}"
@@ -111,7 +119,9 @@ def _call_service(
     }
     knowledge = runtime.knowledge
     drafts = build_drafts(service, body["context"], data.resources, data.medications, knowledge)
-    if triggers(knowledge).relevant(o for o in drafts if o.selected):
+    targets = [o for o in drafts if o.selected]
+    # An order nothing identifies could be anything a rule is about: it is named, not skipped.
+    if triggers(knowledge).relevant(targets) or not all(o.identified for o in targets):
         record = build_record(
             service,
             body["context"],

@@ -55,6 +55,9 @@ class MedOrder:
     concept: Mapping[str, Any]
     authored: datetime | None
     requester: str | None
+    # False when nothing names the drug: no code, no text, and a medicationReference that could
+    # not be resolved and has no display. Such an order is named on the degraded card.
+    identified: bool = True
 
     def has(self, *keys: str) -> bool:
         return any(k in self.drugs for k in keys)
@@ -147,6 +150,11 @@ class PatientRecord:
                 replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
         kept = [o for o in self.orders_on_record if o.ref not in replaced and o.current]
         return kept + [o for o in self.drafts if o.current]
+
+    def unidentified(self) -> list[MedOrder]:
+        """Current therapy and this call's drafts whose drug nothing identifies."""
+        found = {o.ref: o for o in [*self.current(), *self.drafts] if not o.identified}
+        return list(found.values())
 
     def conditions_in(self, keys: Iterable[str]) -> list[Condition]:
         wanted = set(keys)
@@ -283,7 +291,8 @@ def _med_order(
     drugs = terminology.keys_for_concept(concept)
     for ingredient in _ingredients(resource, meds):
         drugs |= terminology.keys_for_concept(ingredient)
-    name = concept_text(concept) or ref_display or "unnamed medication"
+    identified = bool(drugs or concept_text(concept) or ref_display or _coded(concept))
+    name = concept_text(concept) or ref_display or _unidentified_name(resource)
     by_text = False
     # Name matching only for an order with no recognised coding (Round 2): a code found in a
     # drug group alone (an eCQM antihypertensive) is recognised, and so is a product the clinical
@@ -305,7 +314,18 @@ def _med_order(
         authored=parse_datetime(resource.get("authoredOn")),
         # A draft without requester is being ordered by the hook's user (context.userId).
         requester=reference(resource.get("requester")) or user,
+        identified=identified,
     )
+
+
+def _coded(concept: Mapping) -> bool:
+    return any(code for _system, code, _display in codings(concept))
+
+
+def _unidentified_name(resource: Mapping) -> str:
+    """How a card names a drug nothing identifies: by the reference it could not follow."""
+    ref = reference(resource.get("medicationReference"))
+    return f"unidentified medication ({ref})" if ref else "unidentified medication"
 
 
 def _medication_concept(resource: Mapping, meds: Mapping[str, Mapping]) -> tuple[dict, str | None]:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from functools import cache
 from typing import Any
+
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.services import OBSERVATION_SEARCHES, observation_key
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -220,10 +224,25 @@ def hook_request(
             "patient": pat or patient(),
             "conditions": searchset(conditions or []),
             "medications": searchset(medications or []),
-            "observations": searchset(observations or []),
+            **_observation_searches(observations or []),
             "allergies": searchset(allergies or []),
         },
     }
+
+
+def _observation_searches(observations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each Observation under the prefetch key whose search asks for its code; one no search
+    asks for goes with `renal` (an EHR may send more than it was asked for)."""
+    knowledge = _knowledge()
+    by_key: dict[str, list] = {s.key: [] for s in OBSERVATION_SEARCHES}
+    for obs in observations:
+        by_key[observation_key(knowledge, obs) or "renal"].append(obs)
+    return {key: searchset(found) for key, found in by_key.items()}
+
+
+@cache
+def _knowledge() -> Knowledge:
+    return Knowledge.load()
 
 
 def rules_of(response: dict[str, Any]) -> list[tuple[str, str]]:

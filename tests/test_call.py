@@ -12,7 +12,7 @@ from cds_hooks import create_app
 from cds_hooks.cli import main
 from cds_hooks.commands.call import read_drafts
 from cds_hooks.pipeline import call_service
-from cds_hooks.services import SERVICES
+from cds_hooks.services import PURPOSES, SERVICES
 from tests.test_load_fixtures import BASE, FIXTURES, FakeFhirServer, copy_fixtures
 
 # One of each kind: order-select, order-sign revising an order on record (taper), a
@@ -95,13 +95,7 @@ def test_token_goes_to_the_fhir_server_and_is_never_printed(loaded, capsys):
     )
     assert "s3cret-token" not in err
     printed = json.loads(err[: err.index("\n}\n") + 2])
-    assert set(printed["prefetch"]) == {
-        "patient",
-        "conditions",
-        "medications",
-        "observations",
-        "allergies",
-    }
+    assert set(printed["prefetch"]) == set(PURPOSES)
 
 
 def test_fhirserver_mode_sends_fhir_server_and_authorization(loaded, capsys):

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from cds_hooks import create_app, schemas
+from cds_hooks.services import PURPOSES
 from tests.factories import PATIENT_ID, STROKE, condition, hook_request, med_request, searchset
 
 DEADLINE = 1.0
@@ -220,7 +221,7 @@ def test_a_healthy_server_gives_the_warning(client, fhir):
     codes = call(client, f"{fhir.base}/ok")
     assert "BAC-INDICATION" in codes
     assert DEGRADED not in codes
-    assert (f"/ok/Condition?patient={PATIENT_ID}", f"Bearer {TOKEN}") in fhir.requests
+    assert (f"/ok/Condition?patient=Patient/{PATIENT_ID}", f"Bearer {TOKEN}") in fhir.requests
 
 
 @pytest.mark.parametrize(
@@ -254,7 +255,7 @@ def test_a_refused_connection_gives_a_degraded_answer(client):
 
 
 def test_every_key_failing_at_once_still_answers_in_time(client, fhir):
-    everything = ("patient", "conditions", "medications", "observations", "allergies")
+    everything = tuple(PURPOSES)
     assert DEGRADED in call(client, f"{fhir.base}/slow", missing=everything)
 
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_hooks import create_app, protocol, schemas
+from cds_hooks import create_app, jsonbody, protocol, schemas
 from cds_hooks.errors import BadRequest, CdsError
 from cds_hooks.fhir.resolver import resolve
 from cds_hooks.record import build_record
@@ -123,7 +123,7 @@ def test_chunked_body_over_the_byte_limit_is_413(knowledge, tmp_path):
     assert_4xx(response, 413)
 
 
-@pytest.mark.parametrize("depth", [protocol.MAX_DEPTH + 1, 1500, 100_000])
+@pytest.mark.parametrize("depth", [jsonbody.MAX_DEPTH + 1, 1500, 100_000])
 def test_deep_nesting_is_400(client, depth):
     body = valid_body()
     raw = json.dumps(body).encode()
@@ -132,16 +132,16 @@ def test_deep_nesting_is_400(client, depth):
 
 
 def test_nesting_at_the_limit_is_fine():
-    protocol.parse_json(nested(protocol.MAX_DEPTH - 1))
+    jsonbody.parse_json(nested(jsonbody.MAX_DEPTH - 1))
 
 
 @pytest.mark.parametrize(
     ("path", "value", "says"),
     [
-        (("context", "userId"), "P" * (protocol.MAX_STRING_CHARS + 1), "string of"),
-        (("prefetch", "conditions", "entry"), [{}] * (protocol.MAX_ARRAY_ITEMS + 1), "items"),
-        (("extension",), {f"k{i}": 1 for i in range(protocol.MAX_OBJECT_MEMBERS + 1)}, "members"),
-        (("extension",), {"k" * (protocol.MAX_KEY_CHARS + 1): 1}, "key of"),
+        (("context", "userId"), "P" * (jsonbody.MAX_STRING_CHARS + 1), "string of"),
+        (("prefetch", "conditions", "entry"), [{}] * (jsonbody.MAX_ARRAY_ITEMS + 1), "items"),
+        (("extension",), {f"k{i}": 1 for i in range(jsonbody.MAX_OBJECT_MEMBERS + 1)}, "members"),
+        (("extension",), {"k" * (jsonbody.MAX_KEY_CHARS + 1): 1}, "key of"),
     ],
     ids=["long string", "long array", "wide object", "long key"],
 )
@@ -151,9 +151,9 @@ def test_absurd_lengths_are_400_with_the_path(client, path, value, says):
 
 
 def test_too_many_values_overall_is_400():
-    raw = json.dumps([[0] * 1000 for _ in range(protocol.MAX_VALUES // 1000 + 1)]).encode()
+    raw = json.dumps([[0] * 1000 for _ in range(jsonbody.MAX_VALUES // 1000 + 1)]).encode()
     with pytest.raises(BadRequest, match="values"):
-        protocol.parse_json(raw)
+        jsonbody.parse_json(raw)
 
 
 # ---- numbers and literals ----------------------------------------------------------------------
@@ -276,6 +276,7 @@ def _valid_after_all(path: tuple, value: object) -> bool:
         (path[0] == "prefetch" and len(path) == 2 and value is None)  # null means 'no data'
         or (path in (("hookInstance",), ("context", "patientId")) and value == "text")
         or (path == ("prefetch",) and value == {})  # keys then fetched, or 412
+        or (path == ("context", "userId") and value is None)  # optional: null is no userId
     )
 
 
@@ -303,6 +304,7 @@ def test_wrong_types_in_the_envelope_are_4xx(client, path, value):
 )
 def test_wrong_fhir_access_fields_are_400(client, extra):
     body = valid_body()
+    del body["prefetch"]["allergies"]  # so that fhirServer would be used
     body.update(extra)
     assert_4xx(post_raw(client, json.dumps(body).encode()))
 
@@ -334,7 +336,7 @@ json_values = st.recursive(
 @given(st.binary(max_size=300))
 def test_parser_on_arbitrary_bytes_returns_or_says_bad_request(raw):
     try:
-        protocol.parse_json(raw)
+        jsonbody.parse_json(raw)
     except BadRequest as error:
         assert error.message
 
@@ -344,7 +346,7 @@ def test_parser_on_arbitrary_bytes_returns_or_says_bad_request(raw):
 def test_parser_round_trips_any_json_within_the_limits(value):
     raw = json.dumps(value).encode()
     try:
-        parsed = protocol.parse_json(raw)
+        parsed = jsonbody.parse_json(raw)
     except BadRequest as error:  # a lone surrogate or NUL that st.text() drew
         assert "surrogate" in error.message or "U+0000" in error.message
         return

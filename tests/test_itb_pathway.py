@@ -346,7 +346,7 @@ def test_stu3_dosage_level_rate_is_read(call):
 def _ctx(knowledge, drafts, history, unavailable=None):
     request = hook_request(drafts, medications=history)
     service = BY_ID["antispasticity-order-select"]
-    resources = {"medications": history, "conditions": [], "observations": []}
+    resources = {"medications": history, "conditions": [], "coagulation": []}
     record = build_record(service, request["context"], resources, {}, unavailable or {}, knowledge)
     return engine.RuleContext(
         record, knowledge, knowledge.rule(RULE), datetime.fromisoformat("2026-11-21T12:00:00+00:00")

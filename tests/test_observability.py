@@ -94,7 +94,7 @@ def test_metrics_count_calls_latency_cards_and_fhir_failures(tmp_path):
     cards = client.post(SERVICE, json=body).get_json()["cards"]
     assert cards, "the scenario has a card, so the card metric is exercised"
     client.post("/cds-services/no-such-service", json=body)
-    del body["prefetch"]["observations"]
+    del body["prefetch"]["renal"]
     body["fhirServer"] = "https://ehr.example.org/fhir"
     with responses.RequestsMock() as mock:
         mock.add(responses.GET, "https://ehr.example.org/fhir/Observation", status=500)
@@ -111,7 +111,7 @@ def test_metrics_count_calls_latency_cards_and_fhir_failures(tmp_path):
     card = cards[0]
     rule = card["source"]["topic"]["code"]
     assert f'cds_cards_total{{indicator="{card["indicator"]}",rule="{rule}"}}' in text
-    assert 'cds_fhir_fetch_failures_total{key="observations"} 1.0' in text
+    assert 'cds_fhir_fetch_failures_total{key="renal"} 1.0' in text
     assert 'cds_prefetch_sources_total{key="patient",source="prefetch"} 2.0' in text
 
 

@@ -611,7 +611,7 @@ def test_ca_bundle_makes_a_private_ca_fhir_server_work(knowledge, tmp_path, tls_
     assert DEGRADED in _call(untrusted, url)  # certifi's roots alone: the TLS check fails
     trusted = _app(knowledge, tmp_path / "b", FHIR_ALLOW_PRIVATE=True, CA_BUNDLE=ca)
     assert "BAC-INDICATION" in _call(trusted, url)
-    assert (f"/fhir/Condition?patient={PATIENT_ID}", f"Bearer {TOKEN}") in server.seen
+    assert (f"/fhir/Condition?patient=Patient/{PATIENT_ID}", f"Bearer {TOKEN}") in server.seen
 
 
 def test_the_ca_bundle_adds_to_the_public_roots():

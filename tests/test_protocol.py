@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import responses
 
 from cds_hooks import schemas
-from cds_hooks.services import SERVICES
+from cds_hooks.services import PURPOSES, SERVICES
 from tests.factories import STROKE, condition, hook_request, med_request
 
 SELECT = "/cds-services/antispasticity-order-select"
@@ -25,15 +26,12 @@ def test_discovery_lists_one_service_per_hook_and_is_schema_valid(client):
     ]
     assert [s["id"] for s in body["services"]] == [s.id for s in SERVICES]
     for service in body["services"]:
-        assert set(service["prefetch"]) == {
-            "patient",
-            "conditions",
-            "medications",
-            "observations",
-            "allergies",
-        }
+        assert list(service["prefetch"]) == list(PURPOSES)
         assert service["usageRequirements"]
-        assert "http://loinc.org|2164-2" in service["prefetch"]["observations"]
+        assert "http://loinc.org|2164-2" in service["prefetch"]["renal"]
+        # The description says what each key is for.
+        for key, purpose in PURPOSES.items():
+            assert f"{key}: {purpose}" in service["description"]
 
 
 def test_healthz(client):
@@ -131,29 +129,63 @@ def test_hook_that_does_not_match_the_service_is_400(call):
     assert answer["error"] == "hook_mismatch"
 
 
+# Words a person would not write: regular expressions, schema keywords, Python reprs.
+JARGON = ("does not match", "is not of type", "required property", "(?!", "^[", "{1,", "None")
+
+
 @pytest.mark.parametrize(
-    ("mutate", "path"),
+    ("mutate", "path", "words"),
     [
-        (lambda b: b.pop("hookInstance"), "$"),
-        (lambda b: b["context"].pop("patientId"), "$.context"),
-        (lambda b: b["context"].pop("draftOrders"), "$.context"),
-        (lambda b: b["context"].update(selections=[]), "$.context.selections"),
-        (lambda b: b["context"].update(selections="MedicationRequest/d1"), "$.context.selections"),
-        (lambda b: b["context"].update(userId=42), "$.context.userId"),
-        (lambda b: b.update(prefetch=[]), "$.prefetch"),
-        (lambda b: b.update(fhirAuthorization={"access_token": "x", "token_type": "Bearer"}), "$"),
+        (lambda b: b.pop("hookInstance"), "$.hookInstance", "hookInstance is missing"),
+        (lambda b: b["context"].pop("patientId"), "$.context.patientId", "patient's FHIR id"),
+        (lambda b: b["context"].pop("draftOrders"), "$.context.draftOrders", "Bundle"),
+        (lambda b: b["context"].update(selections=[]), "$.context.selections", "empty list"),
+        (
+            lambda b: b["context"].update(selections="MedicationRequest/d1"),
+            "$.context.selections",
+            "got text",
+        ),
+        (lambda b: b["context"].update(userId=42), "$.context.userId", "Practitioner/123"),
+        (lambda b: b.update(prefetch=[]), "$.prefetch", "got a list"),
+        (
+            lambda b: b.update(fhirAuthorization={"access_token": "x", "token_type": "Bearer"}),
+            "$.fhirServer",
+            "fhirAuthorization is sent without fhirServer",
+        ),
         (
             lambda b: b["context"]["draftOrders"].update(resourceType="Patient"),
             "$.context.draftOrders.resourceType",
+            'expected "Bundle"; got "Patient"',
+        ),
+        (
+            lambda b: b["context"].update(patientId="Patient/has space"),
+            "$.context.patientId",
+            "at most 256 letters, digits",
+        ),
+        (
+            lambda b: b["context"].update(selections=["MedicationRequest/" + "x" * 257]),
+            "$.context.selections[0]",
+            "at most 256",
+        ),
+        (
+            lambda b: b.update(fhirServer="https://f", fhirAuthorization={"token_type": "MAC"}),
+            "$.fhirAuthorization.access_token",
+            "bearer token",
         ),
     ],
 )
-def test_schema_problems_are_400_with_json_paths(call, mutate, path):
+def test_schema_problems_are_400_in_words_with_json_paths(call, mutate, path, words):
     body = _valid()
     mutate(body)
     status, answer = call(body)
     assert status == 400
-    assert path in [p["path"] for p in answer["problems"]]
+    problems = {p["path"]: p["message"] for p in answer["problems"]}
+    assert path in problems, problems
+    assert words in problems[path]
+    # The top message names the first problem in words too, and nothing reads like a schema.
+    assert answer["message"].startswith("the hook request is not valid: ")
+    for text in [answer["message"], *problems.values()]:
+        assert not any(j in text for j in JARGON), text
 
 
 def test_selection_must_point_into_draft_orders(call):
@@ -176,13 +208,7 @@ def test_no_prefetch_and_no_fhir_server_is_412_naming_each_key(call):
     del body["prefetch"]
     status, answer = call(body)
     assert status == 412
-    assert {p["path"] for p in answer["problems"]} == {
-        "$.prefetch.patient",
-        "$.prefetch.conditions",
-        "$.prefetch.medications",
-        "$.prefetch.observations",
-        "$.prefetch.allergies",
-    }
+    assert [p["path"] for p in answer["problems"]] == [f"$.prefetch.{k}" for k in PURPOSES]
 
 
 def test_partial_prefetch_without_server_is_412_for_the_missing_key(call):
@@ -214,3 +240,80 @@ def test_unrelated_draft_order_gets_no_cards(call):
 
     status, body = call(hook_request([med_request("d1", LISINOPRIL_10_TAB)]))
     assert (status, body) == (200, {"cards": []})
+
+
+def test_the_schemas_and_the_code_share_one_id_pattern():
+    """Ids as long as Epic's: the schema patterns spell fhir.read.ID_PATTERN, nothing shorter."""
+    from cds_hooks.fhir.read import ID_PATTERN, MAX_ID_CHARS
+
+    assert MAX_ID_CHARS >= 256
+    raw = json.dumps(schemas._contents())
+    assert raw.count(json.dumps(ID_PATTERN)[1:-1]) >= 5  # reference, user, patient, encounter, ...
+    assert "{1,64}" not in raw
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _valid(),
+        {},
+        [],
+        {"hook": "order-select", "hookInstance": 1, "context": {}},
+        {"hook": "order-select", "hookInstance": "x", "context": {"patientId": None}},
+    ],
+    ids=["valid", "empty", "list", "bad types", "null patient"],
+)
+def test_the_compiled_validator_agrees_with_the_worded_one(body):
+    for name in ("request-order-select", "request-order-sign", "request-medication-prescribe"):
+        worded = list(schemas.validator(name).iter_errors(body))
+        assert schemas.is_valid(name, body) == (not worded)
+
+
+def test_patient_reference_is_read_as_the_bare_id_and_user_is_optional(call):
+    body = _valid()
+    body["context"]["patientId"] = "https://ehr.example.org/fhir/Patient/p1"
+    body["context"]["encounterId"] = "Encounter/e1"
+    del body["context"]["userId"]
+    body["prefetch"].pop("patient")
+    body["fhirServer"] = "https://ehr.example.org/fhir"
+    with responses.RequestsMock() as mock:
+        mock.get(
+            "https://ehr.example.org/fhir/Patient/p1",
+            json={"resourceType": "Patient", "id": "p1", "gender": "female"},
+        )
+        status, answer = call(body)
+    assert status == 200 and answer["cards"]
+
+
+def test_http_fhir_server_is_ignored_when_the_prefetch_is_complete(call):
+    body = _valid()
+    body["fhirServer"] = "http://ehr.example.org/fhir"
+    status, answer = call(body)
+    assert status == 200 and answer["cards"]
+    # ... and refused as soon as it would be used.
+    body["prefetch"]["allergies"] = {"resourceType": "OperationOutcome", "issue": []}
+    status, answer = call(body)
+    assert status == 400 and answer["problems"][0]["path"] == "$.fhirServer"
+
+
+def test_suggestions_always_say_whether_they_are_recommended():
+    from cds_hooks.cards import make_card
+
+    card = make_card(
+        summary="s",
+        indicator="info",
+        source={"label": "l"},
+        suggestions=[{"label": "plain"}, {"label": "best", "isRecommended": True}],
+    )
+    assert [s["isRecommended"] for s in card["suggestions"]] == [False, True]
+    assert schemas.problems("response", {"cards": [card]}) == []
+    del card["suggestions"][0]["isRecommended"]
+    assert schemas.problems("response", {"cards": [card]})
+
+
+def test_the_hook_routes_are_a_blueprint_like_every_other_feature(app):
+    from cds_hooks import hooks
+
+    endpoints = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoints["/cds-services"] == "hooks.discovery"
+    assert endpoints["/cds-services/<service_id>"] == hooks.SERVICE_ENDPOINT

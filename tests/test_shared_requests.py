@@ -8,6 +8,7 @@ import pytest
 
 from cds_hooks.services import SERVICES
 from tests.conftest import assert_valid_response
+from tests.test_protocol import JARGON
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hook-requests"
 FILES = sorted(SHARED.glob("*.json")) if SHARED.is_dir() else []
@@ -27,4 +28,9 @@ def test_third_party_request_never_5xx(client, path, service):
         # None of these files involves baclofen or tizanidine (data/README.md).
         assert body["cards"] == []
     else:
+        # A message a person understands: the field, what was expected, the JSON path beside it.
         assert body["error"] and body["message"]
+        for text in [body["message"], *(p["message"] for p in body.get("problems", []))]:
+            assert not any(jargon in text for jargon in JARGON), text
+        for problem in body.get("problems", []):
+            assert problem["path"].startswith("$")

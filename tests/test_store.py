@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from cds_hooks import create_app
+from cds_hooks.services import PURPOSES
 from cds_hooks.store import StoreSettings, open_store
 from cds_hooks.store.audit import PatientIds
 from cds_hooks.store.db import LATEST, cards, hook_calls, make_engine, migrate, schema_version
@@ -103,9 +104,7 @@ def test_audit_of_a_hook_call(app, call):
     assert 0 < row["duration_ms"] < 10_000
     assert row["status"] == "ok"
     assert row["patient"] == "pat-1"
-    assert row["sources"] == dict.fromkeys(
-        ["patient", "conditions", "medications", "observations", "allergies"], "prefetch"
-    )
+    assert row["sources"] == dict.fromkeys(PURPOSES, "prefetch")
     assert row["drafts"] == ["MedicationRequest/d1"]
     assert RULE in row["fired"]
     audited = {c["uuid"]: c for c in card_rows(app)}

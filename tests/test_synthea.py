@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cds_hooks.knowledge import Knowledge
+from cds_hooks.services import observation_key
 from cds_hooks.terminology import Terminology
 from tests.conftest import assert_valid_response
 from tests.factories import LISINOPRIL_10_TAB, hook_request, med_request
@@ -21,6 +23,7 @@ KEYS = {
     "Observation": "observations",
     "AllergyIntolerance": "allergies",
 }
+KNOWLEDGE = Knowledge.load()
 # What a baclofen order may meet in these records (data/README.md: stroke, spinal cord lesion,
 # CKD, warfarin, contraceptives, eGFR below 30...), and nothing that needs data they lack.
 ALLOWED = {
@@ -44,6 +47,8 @@ def as_request(path: Path, draft: dict) -> dict:
     body = hook_request([draft], pat=patient)
     for resource in resources:
         key = KEYS.get(resource["resourceType"])
+        if key == "observations":  # the search that asks for its code, else none would send it
+            key = observation_key(KNOWLEDGE, resource)
         if key:
             body["prefetch"][key]["entry"].append({"resource": resource})
     body["context"]["patientId"] = patient["id"]

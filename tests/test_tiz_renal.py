@@ -158,7 +158,7 @@ def test_no_renal_data_card_suggests_a_valid_r4_creatinine_clearance_order(call)
     suggestion = cards[0]["suggestions"][0]
     assert cards[0]["selectionBehavior"] == "at-most-one"
     assert suggestion["isRecommended"] is True
-    assert "LOINC 2164-2" in suggestion["label"]
+    assert "LOINC 2160-0" in suggestion["label"]  # serum creatinine, not a 24-hour urine
     (action,) = suggestion["actions"]
     assert action["type"] == "create"
     resource = action["resource"]
@@ -167,7 +167,7 @@ def test_no_renal_data_card_suggests_a_valid_r4_creatinine_clearance_order(call)
     assert resource["status"] == "draft"
     assert resource["intent"] == "order"
     assert resource["code"]["coding"][0]["system"] == LOINC
-    assert resource["code"]["coding"][0]["code"] == CRCL
+    assert resource["code"]["coding"][0]["code"] == "2160-0"
     assert resource["subject"] == {"reference": f"Patient/{PATIENT_ID}"}
 
 

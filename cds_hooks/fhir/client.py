@@ -41,6 +41,10 @@ T = TypeVar("T")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({429, 503})
 _CHUNK = 64 * 1024
+# Longer search URLs go as POST _search: 2,048 bytes is the request-line limit of many EHRs,
+# proxies and servers (the CDS Hooks sandbox's "URI too long", cds-hooks/sandbox#47).
+MAX_GET_URL_BYTES = 2048
+_FORM = "application/x-www-form-urlencoded"
 
 # Card-safe wording for the statuses a clinician's sidebar is most likely to see; the class of
 # the error (temporary or fatal) always comes from `fhir_error_for_status`.
@@ -131,8 +135,16 @@ class FhirClient:
     # ---- public API -------------------------------------------------------------------------
 
     def search(self, query: str, deadline: float) -> list[dict]:
-        """Resources of every entry (match and include) of a search, over all its pages."""
+        """Resources of every entry (match and include) of a search, over all its pages.
+
+        A search whose URL would pass MAX_GET_URL_BYTES goes as `POST [base]/[type]/_search`
+        with the parameters form-encoded (FHIR R4 3.1.0.1.1), as many servers refuse long URLs.
+        """
         url = self.url_for(query)
+        path, _, params = url.partition("?")
+        if len(url.encode()) > MAX_GET_URL_BYTES and params:
+            bundle = self._get_bundle(f"{path.rstrip('/')}/_search", deadline, form=params)
+            return self._page_on(bundle, None, deadline)
         bundle = self._get_bundle(url, deadline)
         return self._page_on(bundle, url, deadline)
 
@@ -296,8 +308,8 @@ class FhirClient:
             return urljoin(current, link)
         return urljoin(self.base_url + "/", link)
 
-    def _get_bundle(self, url: str, deadline: float) -> dict:
-        data = self._get(url, deadline)
+    def _get_bundle(self, url: str, deadline: float, *, form: str | None = None) -> dict:
+        data = self._get(url, deadline, form=form)
         assert data is not None
         kind = data.get("resourceType")
         if kind == "Bundle":
@@ -308,12 +320,15 @@ class FhirClient:
             "the FHIR server answered the search with something other than a Bundle"
         )
 
-    def _get(self, url: str, deadline: float, *, missing_ok: bool = False) -> dict | None:
-        """GET a FHIR JSON object: manual same-origin redirects, retries for 429/503."""
+    def _get(
+        self, url: str, deadline: float, *, missing_ok: bool = False, form: str | None = None
+    ) -> dict | None:
+        """GET (or, with `form`, POST a search) a FHIR JSON object: manual same-origin
+        redirects, retries for 429/503."""
         hops = 0
         attempt = 0
         while True:
-            response = self._send(url, deadline)
+            response = self._send(url, deadline, form=form)
             try:
                 status = response.status_code
                 location = response.headers.get("Location")
@@ -349,7 +364,7 @@ class FhirClient:
             finally:
                 response.close()
 
-    def _send(self, url: str, deadline: float) -> requests.Response:
+    def _send(self, url: str, deadline: float, *, form: str | None = None) -> requests.Response:
         if self._refusal is not None:
             raise FhirFatalError(self._refusal)
         if self._budget is not None and self._read >= self._budget:
@@ -362,9 +377,19 @@ class FhirClient:
             raise FhirTemporaryError("deadline reached before the FHIR server could be asked")
         timeout = min(self._timeout, left)
         try:
-            response = self._session.get(
-                url, headers=self._headers, timeout=timeout, allow_redirects=False, stream=True
-            )
+            if form is None:
+                response = self._session.get(
+                    url, headers=self._headers, timeout=timeout, allow_redirects=False, stream=True
+                )
+            else:
+                response = self._session.post(
+                    url,
+                    data=form,
+                    headers={**self._headers, "Content-Type": _FORM},
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
         except outbound.DestinationRefused as refused:
             log.warning("FHIR GET %s refused: %s", _path(url), refused)
             raise FhirFatalError(

@@ -13,6 +13,12 @@ from typing import Any
 
 _DATE_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 
+# A logical id as real EHRs send it: FHIR's alphabet, but Epic's ids run past FHIR's 64
+# characters (to about 200), so the cap is 256 (docs/integration.md). The request schemas
+# (schemas/request-envelope.json) spell the same pattern; a test checks they agree.
+MAX_ID_CHARS = 256
+ID_PATTERN = rf"[A-Za-z0-9\-.]{{1,{MAX_ID_CHARS}}}"
+
 
 def as_dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}

@@ -21,15 +21,23 @@ import requests
 from cds_hooks import outbound
 from cds_hooks.errors import BadRequest, FhirError, FhirFatalError, PreconditionFailed, Problem
 from cds_hooks.fhir.client import FhirClient
-from cds_hooks.fhir.read import as_dict, as_list, next_link, ref_of, reference, text
+from cds_hooks.fhir.read import (
+    ID_PATTERN,
+    as_dict,
+    as_list,
+    next_link,
+    ref_of,
+    reference,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
 PREFETCH, FETCHED, FAILED = "prefetch", "fetched", "failed"
 
 _TOKEN_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_USER_RE = re.compile(r"^([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
-_MEDICATION_REF_RE = re.compile(r"^Medication/[A-Za-z0-9\-.]{1,64}$")
+_USER_RE = re.compile(rf"^([A-Za-z]+)/({ID_PATTERN})$")
+_MEDICATION_REF_RE = re.compile(rf"^Medication/{ID_PATTERN}$")
 _USER_TOKENS = {
     "userPractitionerId": "Practitioner",
     "userPractitionerRoleId": "PractitionerRole",
@@ -185,6 +193,30 @@ def _flatten(value: dict) -> list[dict]:
             and kind != "OperationOutcome"
         ]
     return [value]
+
+
+def fetch_needed(request: Mapping, templates: Mapping[str, str]) -> bool:
+    """Whether `resolve` would ask `fhirServer` for a prefetch key (missing, unusable or paged).
+
+    With a complete prefetch the server is never contacted for them, so an unusable `fhirServer`
+    need not stop the call (the pipeline then ignores it; docs/integration.md).
+    """
+    prefetch = as_dict(request.get("prefetch"))
+    for key, template in templates.items():
+        if key not in prefetch:
+            if fill_template(template, request) is not None:
+                return True
+            continue
+        value = prefetch[key]
+        if value is None:
+            continue
+        if _is_outcome(value) or not isinstance(value, dict):
+            return True
+        if not isinstance(value.get("resourceType"), str):
+            return True
+        if value.get("resourceType") == "Bundle" and next_link(value):
+            return True
+    return False
 
 
 def resolve(

@@ -115,9 +115,6 @@ class Knowledge:
     def check(self) -> None:
         """Every value set a rule names exists, and every template field is a plain name."""
         known = set(self.terminology.keys())
-        for name in self.common["prefetch_observations"]:
-            if name not in known:
-                raise KnowledgeError(f"common.json: unknown value set {name}")
         for rule in self.rules.values():
             for name, keys in rule.value_sets.items():
                 for key in keys:

@@ -57,7 +57,7 @@ from cds_hooks.rules.context import RuleContext
 log = logging.getLogger(__name__)
 
 RULE_ID = "BAC-PREGNANCY"
-NEEDS = ("conditions", "observations")
+NEEDS = ("conditions", "pregnancy")
 TRIGGERS = ("drug/baclofen",)
 
 

@@ -18,7 +18,7 @@ from cds_hooks.rules.common import kidney_function
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-RENAL"
-NEEDS = ("conditions", "observations")
+NEEDS = ("conditions", "renal", "weight")
 TRIGGERS = ("drug/baclofen",)
 
 

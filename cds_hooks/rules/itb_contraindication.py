@@ -62,7 +62,7 @@ from cds_hooks.terminology import system_name
 log = logging.getLogger(__name__)
 
 RULE_ID = "ITB-CONTRAINDICATION"
-NEEDS = ("medications", "conditions", "observations")
+NEEDS = ("medications", "conditions", "coagulation")
 BACLOFEN = "drug/baclofen"
 TRIGGERS = (BACLOFEN,)
 

@@ -38,7 +38,7 @@ from cds_hooks.rules.common import known_doses, new_therapy
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-HEPATIC"
-NEEDS = ("observations", "conditions", "medications")
+NEEDS = ("liver", "conditions", "medications")
 TRIGGERS = ("drug/tizanidine",)
 
 # Enzyme activity units read as U/L (UCUM codes and the way EHRs print them), and their factor.

@@ -7,7 +7,8 @@ clearance when it is newer, and the card says which value was used and when it w
 With no value at all, an active CKD stage 4-5 or dialysis condition warns too, and so does
 dialysis next to any value.
 When no kidney function is on record for a patient aged 65 or over, then inform "no recent
-creatinine clearance" and offer a one-click creatinine clearance order (a draft ServiceRequest).
+creatinine clearance" and offer a one-click serum creatinine order (a draft ServiceRequest; with a
+body weight the clearance is computed, no 24-hour urine collection).
 A value given only as "> N" (or ">= N") is not a low value; "< N" is low when N <= 25.
 """
 
@@ -23,7 +24,7 @@ from cds_hooks.rules.common import kidney_function
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-RENAL"
-NEEDS = ("observations", "conditions", "patient")
+NEEDS = ("renal", "weight", "conditions", "patient")
 TRIGGERS = ("tizanidine",)
 
 # How the card names each kind of value RenalFunction can carry.

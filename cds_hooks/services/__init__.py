@@ -6,6 +6,7 @@ per hook is where the draft orders are and which of them the guidance targets.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,11 @@ class Service:
         return f"request-{self.hook}"
 
     def discovery(self, prefetch: Mapping[str, str]) -> dict[str, Any]:
+        keys = "; ".join(f"{key}: {PURPOSES.get(key, key)}" for key in prefetch)
         return {
             "hook": self.hook,
             "title": self.title,
-            "description": self.description,
+            "description": f"{self.description} Prefetch keys: {keys}.",
             "id": self.id,
             "prefetch": dict(prefetch),
             "usageRequirements": self.usage_requirements,
@@ -45,24 +47,117 @@ SERVICES: tuple[Service, ...] = tuple(
 BY_ID: dict[str, Service] = {s.id: s for s in SERVICES}
 
 
-def prefetch_templates(knowledge: Knowledge) -> dict[str, str]:
-    """Narrow templates (CDS Hooks 2.0 "Prefetch Template"), only the data the rules read.
+@dataclass(frozen=True)
+class ObservationSearch:
+    """One Observation search per data need: which value sets, which category, and why."""
 
-    Observations are narrowed to the renal, bleeding and pregnancy codes the rules use; codes are
-    system-qualified so a server cannot match another system's code of the same spelling.
-    """
+    key: str
+    value_sets: tuple[str, ...]
+    category: str | None  # FHIR observation-category code; None when the codes span several
+    purpose: str
+
+
+# Split so that each search is small (every rendered URL well under the 2,048 bytes many EHRs and
+# proxies accept), carries the `category` the EHR indexes labs and vitals by, and fails alone: a
+# rule skipped for missing data names only the search it needs (rules' NEEDS use these keys).
+# Pregnancy has no category: status (82810-3) is social history, the tests are laboratory.
+OBSERVATION_SEARCHES: tuple[ObservationSearch, ...] = (
+    ObservationSearch(
+        "renal",
+        (
+            "observation/creatinine-clearance",
+            "observation/egfr",
+            "observation/serum-creatinine",
+        ),
+        "laboratory",
+        "kidney function (creatinine clearance, eGFR, serum creatinine) for renal dosing",
+    ),
+    ObservationSearch(
+        "coagulation",
+        ("observation/inr", "observation/platelet-count"),
+        "laboratory",
+        "INR and platelet count, for the intrathecal baclofen bleeding-risk check",
+    ),
+    ObservationSearch(
+        "liver",
+        ("observation/alt", "observation/ast"),
+        "laboratory",
+        "liver tests (ALT, AST), for tizanidine's hepatic check",
+    ),
+    ObservationSearch(
+        "weight",
+        ("observation/body-weight",),
+        "vital-signs",
+        "body weight, for a creatinine clearance computed from serum creatinine",
+    ),
+    ObservationSearch(
+        "pregnancy",
+        ("observation/pregnancy-status", "observation/pregnancy-test"),
+        None,
+        "pregnancy status and pregnancy tests",
+    ),
+)
+
+# What each prefetch key is for (discovery's description lists them); the order is discovery's.
+PURPOSES: dict[str, str] = {
+    "patient": "the patient (age and sex, for kidney function and pregnancy checks)",
+    "conditions": "the patient's conditions (indications, contraindications, kidney disease)",
+    "medications": (
+        "the patient's medication orders (interactions, duplicates, dose totals, tapers); the "
+        "service reads each referenced Medication itself, so _include is not needed"
+    ),
+    **{s.key: s.purpose for s in OBSERVATION_SEARCHES},
+    "allergies": "the patient's allergies",
+}
+
+# LOINC answer codes (LA...) are values of an Observation, never its code: a search by them
+# matches nothing, so they stay out of `code=` (the rules still read them as answers).
+_ANSWER_CODE = re.compile(r"^LA\d+-\d$")
+
+
+def observation_codes(knowledge: Knowledge, search: ObservationSearch) -> list[str]:
+    """`system|code` of each Observation code a search asks for (answer codes left out)."""
     terminology = knowledge.terminology
     codes = [
         f"{system}|{code}"
-        for key in knowledge.common["prefetch_observations"]
+        for key in search.value_sets
         for system, code, _display in terminology.codes(key)
+        if not _ANSWER_CODE.match(code)
     ]
-    patient = "{{context.patientId}}"
-    return {
-        "patient": f"Patient/{patient}",
-        "conditions": f"Condition?patient={patient}",
-        "medications": f"MedicationRequest?patient={patient}&_include=MedicationRequest:medication",
-        "observations": f"Observation?patient={patient}&code={','.join(dict.fromkeys(codes))}"
-        "&_sort=-date",
-        "allergies": f"AllergyIntolerance?patient={patient}",
+    return list(dict.fromkeys(codes))
+
+
+def prefetch_templates(knowledge: Knowledge) -> dict[str, str]:
+    """Narrow templates (CDS Hooks 2.0 "Prefetch Template"), only the data the rules read.
+
+    Patient searches are written `patient=Patient/{{context.patientId}}`, which every server reads
+    the same way (some in-memory and older servers match a bare id to nothing, and an empty answer
+    cannot be told from "no data"). Observation codes are system-qualified so a server cannot
+    match another system's code of the same spelling. Only the CDS Hooks 2.0 recommended subset
+    of search parameters: no `_include` (Epic ignores it; the service reads Medications itself).
+    """
+    patient = "patient=Patient/{{context.patientId}}"
+    observations = {
+        s.key: f"Observation?{patient}"
+        + (f"&category={s.category}" if s.category else "")
+        + f"&code={','.join(observation_codes(knowledge, s))}&_sort=-date"
+        for s in OBSERVATION_SEARCHES
     }
+    templates = {
+        "patient": "Patient/{{context.patientId}}",
+        "conditions": f"Condition?{patient}",
+        "medications": f"MedicationRequest?{patient}",
+        **observations,
+        "allergies": f"AllergyIntolerance?{patient}",
+    }
+    return {key: templates[key] for key in PURPOSES}
+
+
+def observation_key(knowledge: Knowledge, observation: Mapping[str, Any]) -> str | None:
+    """The prefetch key whose search returns this Observation (by code), or None."""
+    terminology = knowledge.terminology
+    concept = observation.get("code")
+    for search in OBSERVATION_SEARCHES:
+        if any(terminology.in_valueset(concept, key) for key in search.value_sets):
+            return search.key
+    return None
