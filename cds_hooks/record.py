@@ -100,6 +100,8 @@ class Condition:
     keys: frozenset[str]
     name: str
     when: datetime | None
+    # Known only by its text: no coding in any value set, keys read from the name.
+    by_text: bool = False
 
     def label(self) -> str:
         code = next(
@@ -107,7 +109,8 @@ class Condition:
             None,
         )
         when = f", recorded {self.when.date().isoformat()}" if self.when else ""
-        return f"Condition: {self.name}" + (f" ({code}{when})" if code else when)
+        how = " (read from its text)" if self.by_text else ""
+        return f"Condition: {self.name}{how}" + (f" ({code}{when})" if code else when)
 
 
 @dataclass
@@ -156,9 +159,16 @@ class PatientRecord:
         found = {o.ref: o for o in [*self.current(), *self.drafts] if not o.identified}
         return list(found.values())
 
-    def conditions_in(self, keys: Iterable[str]) -> list[Condition]:
+    def conditions_in(self, keys: Iterable[str], *, chronic: bool = False) -> list[Condition]:
+        """Present conditions in these value sets; `chronic`: a disease in remission counts."""
         wanted = set(keys)
-        return [c for c in self.conditions if c.keys & wanted]
+        if not chronic:
+            return [c for c in self.conditions if c.keys & wanted]
+        return [
+            c
+            for c in self.condition_index.values()
+            if c.keys & wanted and status.condition_present(c.resource, chronic=True)
+        ]
 
 
 def build_drafts(
@@ -377,10 +387,20 @@ def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str, knowledge:
 
 
 def _cond(resource: Mapping, knowledge: Knowledge) -> Condition:
+    """A Condition by its codes; one with no coding in any value set by its text (names kept
+    with the value sets: `Terminology.keys_for_condition_text`)."""
+    terminology = knowledge.terminology
+    code = resource.get("code")
+    keys = terminology.keys_for_concept(code)
+    by_text = False
+    if not keys:
+        keys = terminology.keys_for_condition_text(concept_text(code))
+        by_text = bool(keys)
     return Condition(
         ref=ref_of(resource) or f"Condition/{id(resource)}",
         resource=resource,
-        keys=knowledge.terminology.keys_for_concept(resource.get("code")),
-        name=concept_text(resource.get("code")) or "unnamed condition",
+        keys=keys,
+        name=concept_text(code) or "unnamed condition",
         when=effective_time(resource),
+        by_text=by_text,
     )
