@@ -73,6 +73,16 @@ class MedOrder:
             log.info("no daily dose for %s: %s", self.ref, dose.reason)
         return dose
 
+    @cached_property
+    def replaces(self) -> tuple[str, ...]:
+        """The record orders this draft changes, in every way an EHR writes a change: its own id
+        (a revision or a stop) and the order it names as `priorPrescription` (a new order for a
+        changed dose). A stop of one order beside a new order is two drafts, each seen here."""
+        refs = [self.ref]
+        if prior := reference(self.resource.get("priorPrescription")):
+            refs.append("/".join(prior.rstrip("/").split("/")[-2:]))
+        return tuple(refs)
+
     @property
     def current(self) -> bool:
         """Current therapy by its status (a draft may omit the status): `fhir.status`."""
@@ -147,10 +157,7 @@ class PatientRecord:
         return list(self.memo("current", self._current))
 
     def _current(self) -> list[MedOrder]:
-        replaced = {o.ref for o in self.drafts}
-        for draft in self.drafts:
-            if prior := reference(draft.resource.get("priorPrescription")):
-                replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
+        replaced = {ref for draft in self.drafts for ref in draft.replaces}
         kept = [o for o in self.orders_on_record if o.ref not in replaced and o.current]
         return kept + [o for o in self.drafts if o.current]
 
