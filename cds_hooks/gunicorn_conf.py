@@ -139,11 +139,12 @@ bind = [os.environ.get("CDS_BIND", "127.0.0.1:8080")]
 globals().update(settings(_deadline()))
 
 
-def bind_check(allow_unauthenticated: bool = False) -> Callable[[Any], None]:
+def bind_check(allow_unauthenticated: bool = False, announce: bool = True) -> Callable[[Any], None]:
     """gunicorn's `on_starting` hook: the serve command's bind policy for every bind address.
 
     Runs in the master before any socket is bound, so `gunicorn -c python:cds_hooks.gunicorn_conf
     -b 0.0.0.0:8000` without issuers stops there, as `cds-hooks serve --host 0.0.0.0` does.
+    `announce=False`: the caller (`cds-hooks serve`) has already told the operator.
     """
 
     def on_starting(server: Any) -> None:
@@ -156,13 +157,25 @@ def bind_check(allow_unauthenticated: bool = False) -> Callable[[Any], None]:
             )
         except BindRefused as refused:
             raise RuntimeError(f"cds-hooks: {refused}") from None  # gunicorn: message, exit 1
-        for notice in dict.fromkeys(notices):
+        for notice in dict.fromkeys(notices) if announce else ():
             server.log.info("cds-hooks: %s", notice)
 
     return on_starting
 
 
-on_starting = bind_check()
+def _check_then_preload(server: Any) -> None:
+    """`gunicorn -c python:cds_hooks.gunicorn_conf`: the bind policy, then the app built once.
+
+    gunicorn preloads (`preload_app`) before its first hook, so a refused bind would already
+    have opened the database; here the master builds the app itself once the binds pass, and the
+    forked workers use that one (gunicorn keeps the loaded app), as `cds-hooks serve` does.
+    """
+    bind_check()(server)
+    server.app.wsgi()
+
+
+on_starting = _check_then_preload
+preload_app = False  # done by on_starting, after the bind check
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -124,6 +124,7 @@ class DryRunStore(Store):
         self.suppression = store.suppression
         self.keep_comments = store.keep_comments
         self.replay = store.replay
+        self.clock = store.clock
 
     def audit_call(
         self, call: CallAudit, candidates: Sequence[Candidate] = ()
@@ -131,7 +132,7 @@ class DryRunStore(Store):
         if not candidates or not call.patient_id:
             return {}
         with self.engine.connect() as conn:
-            return decide(conn, call.hook or "", candidates, self.suppression, call.called_at)
+            return decide(conn, call.hook or "", candidates, self.suppression, self.clock())
 
 
 def _hours(window: timedelta) -> str:

@@ -133,6 +133,8 @@ def test_gunicorn_config_refuses_a_public_bind_without_issuers(tmp_path, how):
         pytest.fail("gunicorn kept serving 0.0.0.0 without issuers")
     assert process.returncode != 0
     assert b"refusing to serve 0.0.0.0" in output
+    # Refused before the app is built: no database opened, as with `cds-hooks serve`.
+    assert not list(tmp_path.glob("*.sqlite*")), output.decode()
 
 
 def test_gunicorn_config_serves_loopback(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -180,21 +181,28 @@ def _count(app, table) -> int:
         return conn.execute(select(func.count()).select_from(table)).scalar()
 
 
-def test_record_feedback_then_the_card_is_held_back_with_the_reason(tmp_path, fixtures, knowledge):
+# The service's own clock (feedback time) runs after the scenario's `now`, as in real use; or
+# before it (a scenario dated days ahead): the override holds either way.
+LATER = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+
+
+@pytest.mark.parametrize("now", [NOW, LATER], ids=["scenario-before", "scenario-after"])
+def test_record_feedback_then_the_card_is_held_back_with_the_reason(
+    tmp_path, fixtures, knowledge, now
+):
     from cds_hooks.store.db import cards, hook_calls
 
-    # The service's own clock (feedback time) runs after the scenario's `now`, as in real use.
     config = {"PREVIEW": True, "FIXTURES_DIR": str(fixtures), "DATA_DIR": str(tmp_path)}
     app = create_app({**config, "KNOWLEDGE": knowledge})
     client = app.test_client()
     recorded = client.post(
-        "/preview/api/cards", json={"request": hook_request(), "now": NOW, "record": True}
+        "/preview/api/cards", json={"request": hook_request(), "now": now, "record": True}
     ).get_json()
     assert recorded["recorded"] is True and recorded["held_back"] == []
     card = recorded["cards"][0]
     assert _count(app, hook_calls) == 1 and _count(app, cards) == len(recorded["cards"])
     # Asking what the next call would hold back writes nothing.
-    nothing = client.post("/preview/api/next", json={"request": hook_request(), "now": NOW})
+    nothing = client.post("/preview/api/next", json={"request": hook_request(), "now": now})
     assert nothing.get_json()["held_back"] == []
     assert _count(app, hook_calls) == 1
     reason = card["overrideReasons"][1]
@@ -210,13 +218,13 @@ def test_record_feedback_then_the_card_is_held_back_with_the_reason(tmp_path, fi
     }
     answer = client.post("/cds-services/antispasticity-order-select/feedback", json=feedback)
     assert answer.status_code == 200
-    upcoming = client.post("/preview/api/next", json={"request": hook_request(), "now": NOW})
+    upcoming = client.post("/preview/api/next", json={"request": hook_request(), "now": now})
     held = upcoming.get_json()["held_back"]
     assert [h["rule"] for h in held] == [card["source"]["topic"]["code"]]
     assert reason["display"] in held[0]["because"] and "seen in clinic" in held[0]["because"]
     assert _count(app, hook_calls) == 1
     again = client.post(
-        "/preview/api/cards", json={"request": hook_request(), "now": NOW, "record": True}
+        "/preview/api/cards", json={"request": hook_request(), "now": now, "record": True}
     ).get_json()
     assert [c["uuid"] for c in again["cards"]] == [
         c["uuid"] for c in again["cards"] if c["summary"] != card["summary"]
@@ -224,7 +232,7 @@ def test_record_feedback_then_the_card_is_held_back_with_the_reason(tmp_path, fi
     assert [h["card"]["summary"] for h in again["held_back"]] == [card["summary"]]
     assert again["held_back"][0]["why"] == "overridden"
     # Not recorded: the same request shows every card, and nothing more is written.
-    plain = client.post("/preview/api/cards", json={"request": hook_request(), "now": NOW})
+    plain = client.post("/preview/api/cards", json={"request": hook_request(), "now": now})
     assert card["summary"] in [c["summary"] for c in plain.get_json()["cards"]]
     assert _count(app, hook_calls) == 2
 

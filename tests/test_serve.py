@@ -4,52 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from cds_hooks import gunicorn_conf
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.servers import serve
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "CDS_DATA_DIR": str(tmp_path), "CDS_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [*command, "--workers", "1", "--threads", "2"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("server did not listen within 60 s")
-        yield port, log
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve(tmp_path) as port:  # the one launcher the serve tests share (tests/servers.py)
+        yield port, tmp_path / "serve.log"
 
 
 def test_serving_on_is_said_once_gunicorn_listens(server):
@@ -60,6 +26,8 @@ def test_serving_on_is_said_once_gunicorn_listens(server):
     text = log.read_text()
     assert f"cds-hooks: serving on http://127.0.0.1:{port}/cds-services" in text
     assert text.index(f"Listening at: http://127.0.0.1:{port}") < text.index("serving on http")
+    # The operator is told about authentication once (not by the app build, not by gunicorn again).
+    assert text.count("client authentication") == 1, text
 
 
 def test_gunicorn_answers_discovery_twice_on_one_connection(server):

@@ -253,10 +253,8 @@ def build_verifier(
     issuers = load_issuers(config.auth_issuers)
     algorithms = accepted_algorithms(config.auth_algorithms)
     if not issuers:
-        log.warning(
-            "client authentication is OFF: no AUTH_ISSUERS configured "
-            "(`cds-hooks serve` then binds only a loopback address)"
-        )
+        # Said once by the launcher that applies the bind policy (serve, gunicorn_conf), not
+        # here: an app is built per test, per CLI call and per preview store.
         return None
     if session is None:
         session = outbound.session(outbound.Destinations())

@@ -142,7 +142,7 @@ def _gunicorn(app: Any, args: argparse.Namespace, where: str) -> None:
         "bind": [_bind(args.host, args.port)],
         "workers": args.workers or gunicorn_conf.default_workers(),
         "threads": args.threads,
-        "on_starting": gunicorn_conf.bind_check(args.allow_unauthenticated),
+        "on_starting": gunicorn_conf.bind_check(args.allow_unauthenticated, announce=False),
         "pre_fork": gunicorn_conf.pre_fork,
         "post_fork": gunicorn_conf.post_fork,
         "child_exit": gunicorn_conf.child_exit,  # /metrics: every worker's files, one folder

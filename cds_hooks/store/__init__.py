@@ -178,15 +178,17 @@ class Store:
             return {}
         # Cards: decided, audited and remembered in place in the request, so the next call and
         # feedback sent to any process or host find them at once.
+        # The windows are measured on the store's clock, the one feedback is received on: a
+        # call's own `now` (a preview's scenario date) is the rules' clinical time, not when the
+        # card was shown, so a scenario dated later than the feedback still keeps an override.
+        at = self.clock()
         with writing(self.engine, durable=False) as conn:
             hook = call.hook or ""
             suppressed = (
-                decide(conn, hook, candidates, self.suppression, call.called_at)
-                if call.patient_id
-                else {}
+                decide(conn, hook, candidates, self.suppression, at) if call.patient_id else {}
             )
             write_call(conn, call, self.patients, candidates, suppressed)
-            record_shown(conn, hook, candidates, suppressed, call.called_at)
+            record_shown(conn, hook, candidates, suppressed, at)
         return suppressed
 
     def _write_audit(self, conn: Connection, batch: Sequence[CallAudit]) -> None:
