@@ -73,6 +73,16 @@ class MedOrder:
             log.info("no daily dose for %s: %s", self.ref, dose.reason)
         return dose
 
+    @cached_property
+    def replaces(self) -> tuple[str, ...]:
+        """The record orders this draft changes, in every way an EHR writes a change: its own id
+        (a revision or a stop) and the order it names as `priorPrescription` (a new order for a
+        changed dose). A stop of one order beside a new order is two drafts, each seen here."""
+        refs = [self.ref]
+        if prior := reference(self.resource.get("priorPrescription")):
+            refs.append("/".join(prior.rstrip("/").split("/")[-2:]))
+        return tuple(refs)
+
     @property
     def current(self) -> bool:
         """Current therapy by its status (a draft may omit the status): `fhir.status`."""
@@ -100,6 +110,8 @@ class Condition:
     keys: frozenset[str]
     name: str
     when: datetime | None
+    # Known only by its text: no coding in any value set, keys read from the name.
+    by_text: bool = False
 
     def label(self) -> str:
         code = next(
@@ -107,7 +119,8 @@ class Condition:
             None,
         )
         when = f", recorded {self.when.date().isoformat()}" if self.when else ""
-        return f"Condition: {self.name}" + (f" ({code}{when})" if code else when)
+        how = " (read from its text)" if self.by_text else ""
+        return f"Condition: {self.name}{how}" + (f" ({code}{when})" if code else when)
 
 
 @dataclass
@@ -144,10 +157,7 @@ class PatientRecord:
         return list(self.memo("current", self._current))
 
     def _current(self) -> list[MedOrder]:
-        replaced = {o.ref for o in self.drafts}
-        for draft in self.drafts:
-            if prior := reference(draft.resource.get("priorPrescription")):
-                replaced.add("/".join(prior.rstrip("/").split("/")[-2:]))
+        replaced = {ref for draft in self.drafts for ref in draft.replaces}
         kept = [o for o in self.orders_on_record if o.ref not in replaced and o.current]
         return kept + [o for o in self.drafts if o.current]
 
@@ -156,9 +166,16 @@ class PatientRecord:
         found = {o.ref: o for o in [*self.current(), *self.drafts] if not o.identified}
         return list(found.values())
 
-    def conditions_in(self, keys: Iterable[str]) -> list[Condition]:
+    def conditions_in(self, keys: Iterable[str], *, chronic: bool = False) -> list[Condition]:
+        """Present conditions in these value sets; `chronic`: a disease in remission counts."""
         wanted = set(keys)
-        return [c for c in self.conditions if c.keys & wanted]
+        if not chronic:
+            return [c for c in self.conditions if c.keys & wanted]
+        return [
+            c
+            for c in self.condition_index.values()
+            if c.keys & wanted and status.condition_present(c.resource, chronic=True)
+        ]
 
 
 def build_drafts(
@@ -377,10 +394,20 @@ def _intrathecal(resource: Mapping, drugs: frozenset[str], name: str, knowledge:
 
 
 def _cond(resource: Mapping, knowledge: Knowledge) -> Condition:
+    """A Condition by its codes; one with no coding in any value set by its text (names kept
+    with the value sets: `Terminology.keys_for_condition_text`)."""
+    terminology = knowledge.terminology
+    code = resource.get("code")
+    keys = terminology.keys_for_concept(code)
+    by_text = False
+    if not keys:
+        keys = terminology.keys_for_condition_text(concept_text(code))
+        by_text = bool(keys)
     return Condition(
         ref=ref_of(resource) or f"Condition/{id(resource)}",
         resource=resource,
-        keys=knowledge.terminology.keys_for_concept(resource.get("code")),
-        name=concept_text(resource.get("code")) or "unnamed condition",
+        keys=keys,
+        name=concept_text(code) or "unnamed condition",
         when=effective_time(resource),
+        by_text=by_text,
     )

@@ -59,6 +59,10 @@ EXT_MATCH = _EXT_BASE + "code-match"
 EXT_TTY = _EXT_BASE + "rxnorm-tty"
 EXT_GROUP_MEMBERS = _EXT_BASE + "group-members"
 EXT_CURATED_OUT = _EXT_BASE + "curated-exclusion"
+# On a condition ValueSet: a name that, in a Condition known only by its text (no coding in any
+# value set), means the condition (clinical-rules.md Round 2: "An indication is present while the
+# disease is"). The words are knowledge, kept with the value set they stand for.
+EXT_TEXT_NAME = _EXT_BASE + "condition-text-name"
 
 # Known aliases, compared after trimming, dropping a trailing "/" and lower-casing. Kept
 # deliberately short: only identifiers that denote exactly the same code system.
@@ -149,6 +153,18 @@ def _text_name(name: str) -> str:
     return _WORD_SEPARATOR.sub(" ", name.strip().lower())
 
 
+def _names_pattern(names: Mapping[str, Any]) -> re.Pattern[str] | None:
+    """One case-insensitive whole-word pattern for the (normalised) names, or None if none."""
+    if not names:
+        return None
+    # Longest first so "ethinyl estradiol" wins over any shorter name it contains; spaces
+    # also match hyphens ("Nora-BE", "ethinyl-estradiol"). Lookarounds instead of \b so that
+    # names ending in punctuation still need a word boundary.
+    alternatives = sorted(names, key=lambda n: (-len(n), n))
+    body = "|".join(r"[\s\-]+".join(map(re.escape, n.split(" "))) for n in alternatives)
+    return re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+
+
 class Terminology:
     """Read-only index over the value sets; build it with :meth:`load`."""
 
@@ -165,6 +181,8 @@ class Terminology:
         self._curated_out: frozenset[tuple[str, str]] = frozenset()
         self._text_keys: dict[str, frozenset[str]] = {}
         self._text_pattern: re.Pattern[str] | None = None
+        self._condition_text_keys: dict[str, frozenset[str]] = {}
+        self._condition_text_pattern: re.Pattern[str] | None = None
         self._build()
 
     @classmethod
@@ -242,14 +260,14 @@ class Terminology:
         self._text_keys = {
             name: frozenset(keys | self._groups_of(keys)) for name, keys in names.items()
         }
-        if not names:
-            return
-        # Longest first so "ethinyl estradiol" wins over any shorter name it contains; spaces
-        # also match hyphens ("Nora-BE", "ethinyl-estradiol"). Lookarounds instead of \b so that
-        # names ending in punctuation still need a word boundary.
-        alternatives = sorted(names, key=lambda n: (-len(n), n))
-        body = "|".join(r"[\s\-]+".join(map(re.escape, n.split(" "))) for n in alternatives)
-        self._text_pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+        self._text_pattern = _names_pattern(names)
+        condition_names: dict[str, set[str]] = defaultdict(set)
+        for key, vs in self._valuesets.items():
+            for ext in vs.get("extension") or ():
+                if ext.get("url") == EXT_TEXT_NAME and isinstance(ext.get("valueString"), str):
+                    condition_names[_text_name(ext["valueString"])].add(key)
+        self._condition_text_keys = {n: frozenset(k) for n, k in condition_names.items()}
+        self._condition_text_pattern = _names_pattern(condition_names)
 
     def _groups_of(self, keys: Iterable[str]) -> set[str]:
         groups: set[str] = set()
@@ -323,6 +341,17 @@ class Terminology:
         found: set[str] = set()
         for match in self._text_pattern.finditer(text):
             found |= self._text_keys.get(_text_name(match.group(0)), _EMPTY)
+        return frozenset(found)
+
+    def keys_for_condition_text(self, text: str | None) -> frozenset[str]:
+        """Condition value-set keys whose names (the ValueSet's condition-text-name extensions)
+        free text names, whole words, any case: for a Condition known only by its text."""
+        pattern = self._condition_text_pattern
+        if not isinstance(text, str) or not text or pattern is None:
+            return _EMPTY
+        found: set[str] = set()
+        for match in pattern.finditer(text):
+            found |= self._condition_text_keys.get(_text_name(match.group(0)), _EMPTY)
         return frozenset(found)
 
     def in_valueset(self, concept: Mapping | None, *keys: str) -> bool:

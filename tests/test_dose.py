@@ -356,8 +356,24 @@ def test_ordered_dose_and_rate_entry_wins():
         (mr(dosage(qty(10), every(1, 1, "fortnight"))), "not understood"),
         (mr(dosage(qty(0), coded("TID"))), "not positive"),
         (
-            mr({"doseAndRate": [{"rateQuantity": qty(200, "ug/d")}], "timing": every()}),
-            "rate",
+            mr({"doseAndRate": [{"rateRange": {"high": qty(200, "ug/d")}}], "timing": every()}),
+            "rate range",
+        ),
+        (mr({"doseAndRate": [{"rateQuantity": qty(2, "mL/h")}]}), "per-mL concentration"),
+        (
+            mr(
+                {
+                    "doseAndRate": [
+                        {
+                            "rateRatio": {
+                                "numerator": qty(5, "ug"),
+                                "denominator": qty(1, "fortnight"),
+                            }
+                        }
+                    ]
+                }
+            ),
+            "not understood",
         ),
         ("not a resource", "not a FHIR resource"),
     ],
@@ -410,3 +426,27 @@ def test_total_over_orders():
 )
 def test_strength_from_text(text, expected):
     assert strength_from_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        ({"rateQuantity": qty(200, "ug/d")}, 0.2),
+        ({"rateQuantity": qty(6.25, "ug/h")}, 0.15),  # per hour x 24
+        ({"rateQuantity": qty(2, "mg/(24.h)")}, 2.0),
+        ({"rateRatio": {"numerator": qty(150, "ug"), "denominator": qty(1, "d")}}, 0.15),
+        ({"rateRatio": {"numerator": qty(10, "ug"), "denominator": qty(1, "h")}}, 0.24),
+    ],
+)
+def test_pump_rate_is_a_daily_dose(rate, expected):
+    dose = daily_dose(mr({"doseAndRate": [rate]}))
+    assert isinstance(dose, Dose)
+    assert dose.mg_per_day == expected
+    assert "rate" in dose.basis
+
+
+def test_volume_rate_uses_the_per_ml_strength():
+    dose = daily_dose(mr({"doseAndRate": [{"rateQuantity": qty(2, "mL/h")}]}), (0.5, "mL"))
+    assert isinstance(dose, Dose)
+    assert dose.mg_per_day == 24.0
+    assert "0.5 mg/mL" in dose.basis

@@ -130,3 +130,16 @@ def test_order_states(code, stopping, running, taken, on_record):
     assert status.order_running(code) is running
     assert status.order_taken(code) is taken
     assert status.order_on_record(code) is on_record
+
+
+def test_remission_counts_only_for_a_chronic_condition():
+    remission = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"code": "remission"}]},
+    }
+    assert not status.condition_present(remission)
+    assert status.condition_present(remission, chronic=True)
+    in_error = {**remission, "verificationStatus": {"coding": [{"code": "entered-in-error"}]}}
+    assert not status.condition_present(in_error, chronic=True)
+    resolved = {"resourceType": "Condition", "clinicalStatus": {"coding": [{"code": "resolved"}]}}
+    assert not status.condition_present(resolved, chronic=True)

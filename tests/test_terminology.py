@@ -528,3 +528,24 @@ def test_apply_exclusions_rejects_stale_or_unexplained_rules(added, message):
     build = _load_build_module()
     with pytest.raises(ValueError, match=message):
         build.apply_exclusions("drug/x", ENTRIES, added)
+
+
+SCI = "condition/spinal-cord-injury-or-disease"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Multiple sclerosis", {MS}),
+        ("multiple-sclerosis, relapsing", {MS}),
+        ("SCI C5", {SCI}),
+        ("Paraplegia after spinal cord injury", {SCI}),
+        ("Sciatica", set()),
+        ("Seasonal allergic rhinitis", set()),
+        ("", set()),
+        (None, set()),
+    ],
+)
+def test_keys_for_condition_text(term, text, expected):
+    # The names are the value sets' condition-text-name extensions (knowledge), whole words.
+    assert set(term.keys_for_condition_text(text)) == expected

@@ -44,6 +44,7 @@ EXT_TTY = EXT_BASE + "rxnorm-tty"
 EXT_NOTE = EXT_BASE + "code-note"
 EXT_GROUP_MEMBERS = EXT_BASE + "group-members"
 EXT_CURATED_OUT = EXT_BASE + "curated-exclusion"
+EXT_TEXT_NAME = EXT_BASE + "condition-text-name"
 
 ATC = "http://www.whocc.no/atc"
 VERSION = "1.0.0"
@@ -278,6 +279,7 @@ def build_valueset(
     groups: Mapping[str, Mapping[str, Any]],
     exclusions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     curated_out: Sequence[tuple[str, str, str]] = (),
+    text_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     group = groups.get(key)
     parent = form_subset_of(key, codes)
@@ -315,6 +317,8 @@ def build_valueset(
         {"url": EXT_CURATED_OUT, "valueCoding": {"system": s, "code": c, "display": d}}
         for s, c, d in curated_out
     ]
+    # Names that, in a Condition known only by its text, mean this condition (Round 2).
+    extensions += [{"url": EXT_TEXT_NAME, "valueString": n} for n in text_names]
     if extensions:
         vs["extension"] = extensions
     return vs
@@ -341,9 +345,12 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     additions = json.loads(ADDITIONS.read_text(encoding="utf-8"))
     exclusions: dict[str, list[dict[str, Any]]] = {}
     curated_out: dict[str, list[tuple[str, str, str]]] = {}
+    text_names: dict[str, list[str]] = {}
     for key, added in additions.items():
         if key.startswith("_"):
             continue
+        if added.get("text_names"):
+            text_names[key] = list(added["text_names"])
         if added.get("extend"):
             codes[key] = [*codes[key], *added["entries"]]
         elif "entries" in added:
@@ -369,7 +376,9 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     keys = sorted(k for k in codes if k.startswith(INCLUDED_PREFIXES))
     keys += sorted(k for k in groups if k not in codes and k.startswith("drug-group/"))
     return {
-        key: build_valueset(key, codes, groups, exclusions, curated_out.get(key, ()))
+        key: build_valueset(
+            key, codes, groups, exclusions, curated_out.get(key, ()), text_names.get(key, ())
+        )
         for key in sorted(keys)
     }
 

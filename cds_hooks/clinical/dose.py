@@ -22,6 +22,10 @@ How the figure is built (BAC-DOSE / TIZ-DOSE in clinical-rules.md):
   sequenced ones is taken as given throughout, so it is added to every phase.
 * a line that cannot be computed makes the whole order ``DoseUnknown``: a partial sum is a guess.
 
+* a line with no dose but a RATE (an ITB pump: ``doseAndRate[].rateQuantity`` such as 150 ug/d or
+  6.25 ug/h, or ``rateRatio`` such as 150 mcg per 1 d) is read as that amount a day; per-hour
+  rates are multiplied by 24 (the rate is continuous; the timing is not applied again).
+
 Units: mg, g, mcg/ug (UCUM ``mg``, ``g``, ``ug``). Tablets, capsules, pills, packets and mL need
 the product strength (see ``strength_from_text``); anything else is ``DoseUnknown`` with the
 reason. Figures are rounded to 4 decimals so 4 x 20 mg is 80.0 exactly at a threshold edge.
@@ -228,17 +232,77 @@ def _dose_candidates(dosage: Mapping) -> list[tuple[dict, str]]:
     return out
 
 
+# A rate unit: an amount unit, "/", then an optional count and a time unit: ug/d, mcg/h, mg/(24.h).
+_RATE_UNIT_RE = re.compile(r"^(.+?)/\(?(\d+(?:\.\d+)?)?\.?([a-z]+)\)?$")
+
+
+def _rate_quantity_per_day(qty: Mapping, strength: Strength) -> tuple[float, str] | str:
+    """mg a day of a rateQuantity such as 150 ug/d or 6.25 mcg/h (per-hour rates x 24)."""
+    amount = _number(qty.get("value"))
+    if amount is None or amount <= 0:
+        return "the rate has no positive value"
+    shown = _unit_shown(qty)
+    for key in _unit_keys(qty):
+        match = _RATE_UNIT_RE.match(key.replace(" ", ""))
+        if match is None:
+            continue
+        unit, count, period_unit = match.groups()
+        days = period_days(float(count) if count else 1.0, period_unit)
+        if days is None:
+            continue
+        mass = _to_mg({"value": amount, "code": unit}, strength)
+        if isinstance(mass, str):
+            return f"rate {fmt(amount)} {shown}: {mass}"
+        words = f"rate {fmt(amount)} {shown}"
+        if " x " in mass[1]:  # converted with the strength: say how
+            words += f" ({mass[1]} per {fmt(float(count) if count else 1.0)} {period_unit})"
+        return mass[0] / days, words
+    return f"the rate unit {shown!r} is not an amount per time"
+
+
+def _rate_ratio_per_day(ratio: Mapping, strength: Strength) -> tuple[float, str] | str:
+    """mg a day of a rateRatio such as 150 mcg per 1 d or 6.25 ug per 1 h."""
+    numerator = as_dict(ratio.get("numerator"))
+    denominator = as_dict(ratio.get("denominator"))
+    mass = _to_mg(numerator, strength)
+    if isinstance(mass, str):
+        return f"rate ratio: {mass}"
+    value = denominator.get("value", 1)
+    unit = text(denominator.get("code")) or text(denominator.get("unit"))
+    days = period_days(value, unit)
+    if days is None:
+        return f"rate ratio: period {value!r} {unit!r} is not understood"
+    return mass[0] / days, f"rate {mass[1]} per {fmt(float(value))} {unit}"
+
+
+def _rate_per_day(dosage: Mapping, strength: Strength) -> tuple[float, str] | str | None:
+    """mg a day of a continuous rate (an ITB pump), or why not, or None when no rate is given.
+
+    ``doseAndRate[].rateQuantity`` in amount per time (UCUM ug/d, ug/h, mg/(24.h); mcg too) or
+    ``rateRatio`` (amount per period); "ordered" entries first, then the STU3 Dosage-level ones.
+    A per-hour rate is 24 times that a day. ``rateRange`` is not read (no guess between bounds).
+    """
+    raw = dosage.get("doseAndRate")
+    entries = [e for e in ([raw] if isinstance(raw, dict) else as_list(raw)) if isinstance(e, dict)]
+    entries.sort(key=lambda entry: not _entry_is_ordered(entry))
+    reason: str | None = None
+    for holder in [*entries, dosage]:
+        found: tuple[float, str] | str | None = None
+        if isinstance(holder.get("rateQuantity"), dict):
+            found = _rate_quantity_per_day(holder["rateQuantity"], strength)
+        elif isinstance(holder.get("rateRatio"), dict):
+            found = _rate_ratio_per_day(holder["rateRatio"], strength)
+        elif isinstance(holder.get("rateRange"), dict):
+            found = "only a rate range is given, not a rate"
+        if isinstance(found, tuple):
+            return found
+        reason = reason or found
+    return reason
+
+
 def _single_dose(dosage: Mapping, strength: Strength) -> tuple[float, str] | str:
     candidates = _dose_candidates(dosage)
     if not candidates:
-        entries = dosage.get("doseAndRate")
-        rate = any(
-            "rateQuantity" in e or "rateRatio" in e or "rateRange" in e
-            for e in ([entries] if isinstance(entries, dict) else as_list(entries))
-            if isinstance(e, dict)
-        )
-        if rate:
-            return "only an administration rate is given (continuous infusion), not a dose"
         return "no dose quantity"
     first_reason = None
     for qty, prefix in candidates:
@@ -380,6 +444,14 @@ class _Line:
 
 
 def _line(dosage: Mapping, strength: Strength) -> _Line | str:
+    if not _dose_candidates(dosage):
+        rate = _rate_per_day(dosage, strength)
+        if isinstance(rate, tuple):
+            # A continuous infusion has no separate administrations: its day is its single dose.
+            mg_per_day, words = rate
+            return _Line(mg_per_day, mg_per_day, f"{words} = {fmt(_round(mg_per_day))} mg/day")
+        if isinstance(rate, str):
+            return rate
     single = _single_dose(dosage, strength)
     if isinstance(single, str):
         return single

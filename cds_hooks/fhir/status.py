@@ -27,6 +27,9 @@ from cds_hooks.fhir.read import codings, text
 # Condition.clinicalStatus (http://terminology.hl7.org/CodeSystem/condition-clinical): the codes
 # that mean the condition is there now. inactive, remission and resolved do not.
 CONDITION_PRESENT = frozenset({"active", "recurrence", "relapse"})
+# A chronic disease in remission is still there (clinical-rules.md Round 2: "An indication is
+# present while the disease is"): for such a condition remission counts too.
+CHRONIC_CONDITION_PRESENT = CONDITION_PRESENT | {"remission"}
 # verificationStatus (condition-ver-status, allergyintolerance-verification): the codes that say
 # the record is wrong. unconfirmed, provisional, differential and confirmed still count.
 VERIFICATION_EXCLUDED = frozenset({"refuted", "entered-in-error"})
@@ -55,9 +58,10 @@ def code(resource: Mapping[str, Any], field: str) -> str | None:
     return None
 
 
-def condition_present(condition: Mapping[str, Any]) -> bool:
-    """A Condition the patient has: clinicalStatus active/recurrence/relapse, or none and not
-    abated; never one whose verificationStatus is refuted or entered-in-error."""
+def condition_present(condition: Mapping[str, Any], *, chronic: bool = False) -> bool:
+    """A Condition the patient has: clinicalStatus active/recurrence/relapse (and remission for
+    a `chronic` disease), or none and not abated; never one whose verificationStatus is refuted
+    or entered-in-error."""
     if code(condition, "verificationStatus") in VERIFICATION_EXCLUDED:
         return False
     clinical = code(condition, "clinicalStatus")
@@ -67,7 +71,7 @@ def condition_present(condition: Mapping[str, Any]) -> bool:
             key.startswith("abatement") and value not in (None, False, "")
             for key, value in condition.items()
         )
-    return clinical in CONDITION_PRESENT
+    return clinical in (CHRONIC_CONDITION_PRESENT if chronic else CONDITION_PRESENT)
 
 
 def allergy_present(allergy: Mapping[str, Any]) -> bool:

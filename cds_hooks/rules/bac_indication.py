@@ -4,7 +4,8 @@ When oral baclofen is ordered and
   - the order's own reason is stroke, cerebral palsy, Parkinson's disease or a rheumatic or
     musculoskeletal spasm: warn, even when multiple sclerosis is on the problem list;
   - else the patient has such a condition and no multiple sclerosis or spinal cord injury or
-    disease: warn;
+    disease: warn. MS and spinal cord disease are chronic: in remission they are still present,
+    and a problem-list entry known only by its text counts (clinical-rules.md Round 2);
   - else no relevant condition and no reason at all: one info card, "no documented indication".
 Then suggest cancelling the order. The label indicates baclofen for spasticity from multiple
 sclerosis and says it "may also be of some value" in spinal cord injuries and diseases ([G] makes
@@ -54,7 +55,9 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
                 )
             )
             continue
-        if any(keys & labelled for _name, keys in reasons) or ctx.record.conditions_in(labelled):
+        if any(keys & labelled for _name, keys in reasons) or ctx.record.conditions_in(
+            labelled, chronic=True
+        ):
             continue
         # Efficacy-not-established conditions first: the stronger reason to reconsider.
         off_conditions = ctx.record.conditions_in(not_established) or ctx.record.conditions_in(

@@ -1,6 +1,8 @@
 """BAC-TAPER: stopping or sharply cutting baclofen needs a taper.
 
-When this session's drafts
+When this session's drafts, in any way an EHR writes a change (a revision of the same order id, a
+new order naming the old one as `priorPrescription`, or a stop of one order beside a new one; an
+ITB pump rate is read as a daily dose by `clinical.dose`),
   - stop, cancel or put on hold a current baclofen order, leaving less than half of the patient's
     total daily baclofen dose (or none), or
   - lower the total daily baclofen dose by more than 50% at once, or
@@ -48,6 +50,7 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
     }
     if not before:
         return findings
+    # A draft changes the record orders it replaces (same id, or its priorPrescription).
     stops = {o.ref: o for o in ctx.record.drafts if o.ref in before and _stops(o, before[o.ref])}
     after = [
         o for o in ctx.current if o.has(BACLOFEN) and o.ref not in stops and o.status != "on-hold"
@@ -60,6 +63,11 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
     if not after:
         findings.extend(_switch(ctx, before, stops))
     return findings
+
+
+def _changes_order(draft: MedOrder, before: Mapping[str, MedOrder]) -> str | None:
+    """The current baclofen order this draft changes (`MedOrder.replaces`), if any."""
+    return next((ref for ref in draft.replaces if ref in before), None)
 
 
 def _stops(draft: MedOrder, current: MedOrder) -> bool:
@@ -81,8 +89,8 @@ def _changes(
     changed = [
         o
         for o in ctx.record.targets
-        if o.ref in before
-        and before[o.ref].intrathecal == intrathecal
+        if (old_ref := _changes_order(o, before)) is not None
+        and before[old_ref].intrathecal == intrathecal
         and (o.ref in stops or o.status in ("active", "draft", None))
     ]
     if not changed:
@@ -97,9 +105,10 @@ def _changes(
     if new and total_new >= total_old * (1 - max_cut):
         return  # at most half the daily dose is cut at once
     draft = next((o for o in changed if o.ref in stops), changed[0])
-    current = before[draft.ref]
+    current = before[_changes_order(draft, before) or draft.ref]
     evidence = (
         f"Order: {draft.label()}, status {draft.status}",
+        *([f"Changes: {current.label()}"] if current.ref != draft.ref else []),
         *(f"Before: {o.label()}: {d.basis}" for o, d in known_old),
         *(f"Before: {o.label()}: dose could not be computed" for o in unknown_old),
         *(f"After: {o.label()}: {d.basis}" for o, d in known_new),
@@ -270,4 +279,6 @@ def _as_order(
     resource = {k: v for k, v in template.items() if k not in ("meta", "text", "statusReason")}
     resource["id"] = draft.resource.get("id", resource.get("id"))
     resource["status"] = order_status or "draft"
+    if "priorPrescription" in draft.resource:  # a new order keeps naming the order it changes
+        resource["priorPrescription"] = draft.resource["priorPrescription"]
     return resource

@@ -23,7 +23,6 @@ from datetime import datetime
 
 from cds_hooks.cards import Finding
 from cds_hooks.fhir import status
-from cds_hooks.fhir.read import reference
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.common import known_doses
 from cds_hooks.rules.context import RuleContext
@@ -46,9 +45,7 @@ def _findings(ctx: RuleContext) -> Iterator[Finding]:
     }
     if not before:
         return
-    touched = {
-        ref: draft for draft in ctx.record.drafts for ref in _replaces(draft) if ref in before
-    }
+    touched = {ref: draft for draft in ctx.record.drafts for ref in draft.replaces if ref in before}
     if not touched:
         return
     targets = [o for o in ctx.record.targets if o.has(*tizanidine)]
@@ -71,7 +68,7 @@ def _findings(ctx: RuleContext) -> Iterator[Finding]:
     reasons = _risk(ctx, before, touched, total_old if not unknown_old else None)
     if not reasons:
         return
-    draft = next((o for o in targets if o.ref in touched or set(_replaces(o)) & set(touched)), None)
+    draft = next((o for o in targets if o.ref in touched or set(o.replaces) & set(touched)), None)
     draft = draft or targets[0]
     step = float(ctx.settings.value("step_mg_per_day"))
     facts = {
@@ -94,14 +91,6 @@ def _findings(ctx: RuleContext) -> Iterator[Finding]:
         *(f"Why it matters: {r}" for r in reasons),
     )
     yield Finding(RULE_ID, "cut" if after else "stop", draft.ref, facts, evidence)
-
-
-def _replaces(draft: MedOrder) -> list[str]:
-    """Record orders a draft replaces: its own id (a revision or stop) and its priorPrescription."""
-    refs = [draft.ref]
-    if prior := reference(draft.resource.get("priorPrescription")):
-        refs.append("/".join(prior.rstrip("/").split("/")[-2:]))
-    return refs
 
 
 def _risk(ctx, before: Mapping[str, MedOrder], touched, total_old: float | None) -> list[str]:
@@ -134,8 +123,8 @@ def _start(ctx, orders: list[MedOrder]) -> datetime | None:
             seen.add(current.ref)
             if current.authored is not None and (earliest is None or current.authored < earliest):
                 earliest = current.authored
-            prior = reference(current.resource.get("priorPrescription"))
-            current = by_ref.get("/".join(prior.rstrip("/").split("/")[-2:])) if prior else None
+            prior = current.replaces[1:]
+            current = by_ref.get(prior[0]) if prior else None
         if earliest is None:
             return None
         starts.append(earliest)
