@@ -41,14 +41,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     knowledge = (config or {}).get("KNOWLEDGE") or Knowledge.load()
+    clock = _clock(settings.app.now)
     app.extensions["cds_hooks"] = Runtime(
         settings=settings,
         knowledge=knowledge,
         templates=prefetch_templates(knowledge),
         session=_session(settings),
         executor=ThreadPoolExecutor(settings.fhir.fhir_workers, "fhir"),
-        clock=_clock(settings.app.now),
-        store=open_store(settings.store, _clock(settings.app.now)),
+        clock=clock,
+        store=open_store(settings.store, clock),  # one service clock: calls, feedback, windows
     )
     observability.init_app(app)
     shared = app.extensions["cds_hooks"]  # jti replays are remembered in the shared store

@@ -38,6 +38,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
+        self.cookies: list[str | None] = []  # the Cookie header of each request
         self.routes: dict[str, tuple[int, dict[str, str], Any]] = {}
 
     @property
@@ -57,6 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("Authorization")))
+        self.server.cookies.append(self.headers.get("Cookie"))
         path = self.path.split("?", 1)[0]
         status, headers, body = self.server.routes.get(path, (404, {}, {"resourceType": "x"}))
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -659,6 +661,31 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     if not data:
                         return
                     key.data.sendall(data)
+
+
+def test_environment_proxies_netrc_and_cookies_never_reach_fhir_requests(
+    ehr, catcher, monkeypatch, tmp_path
+):
+    """Requests go as the service sets them: a proxy variable does not reroute them (through the
+    catcher), ~/.netrc adds no credentials, and a cookie one answer sets never rides on the next
+    (the session is shared by every caller's calls)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password from-netrc\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, catcher.base)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    patient = {"resourceType": "Patient", "id": PATIENT_ID}
+    ehr.routes["/fhir/a"] = (200, {"Set-Cookie": "session=caller-a; Path=/"}, patient)
+    ehr.routes["/fhir/b"] = (200, {}, patient)
+    session = outbound.session(Destinations(allow_private=True))
+    for path in ("/fhir/a", "/fhir/b"):
+        assert session.get(ehr.base + path, timeout=5).status_code == 200
+    assert catcher.seen == []
+    assert ehr.seen == [("/fhir/a", None), ("/fhir/b", None)]
+    assert ehr.cookies == [None, None]
 
 
 def test_https_proxy_carries_fhir_requests(knowledge, tmp_path, tls_ehr):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import socket
 import sys
 from contextlib import nullcontext
@@ -171,12 +170,10 @@ class BindRefused(ValueError):
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname: it may resolve anywhere
+    """`localhost` or a literal loopback address; any other name may resolve anywhere."""
+    from cds_hooks.auth import is_loopback_address
+
+    return host.lower() == "localhost" or is_loopback_address(host)
 
 
 def check_bind_allowed(host: str, settings: Settings, allow_unauthenticated: bool = False) -> str:
