@@ -248,7 +248,16 @@ def _matches(resource: dict[str, Any], params: list[tuple[str, str]], patient: s
     for name, value in params:
         if name == "patient":
             ref = (resource.get("subject") or resource.get("patient") or {}).get("reference")
-            if ref != f"Patient/{patient}":
+            if ref != f"Patient/{value.removeprefix('Patient/')}":
+                return False
+        elif name == "category":
+            wanted = {v.rpartition("|")[2] for v in value.split(",")}
+            have = {
+                c.get("code")
+                for category in resource.get("category") or []
+                for c in category.get("coding", [])
+            }
+            if not wanted & have:
                 return False
         elif name == "code":
             wanted = set(value.split(","))

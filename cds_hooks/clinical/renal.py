@@ -13,7 +13,9 @@ Priority, by calendar day (UTC) of the result:
    clearance wins (it is what the label thresholds are written in);
 2. a Cockcroft-Gault estimate, only when its serum creatinine is from a later day than every
    usable measured value (or there is none);
-3. an active CKD stage 4-5 / ESRD / dialysis Condition.
+3. an active CKD stage 4-5 / ESRD / dialysis Condition;
+4. an active acute kidney injury / kidney failure Condition (kind "acute-condition"):
+   clinical-rules.md Round 2, renal fallback.
 
 The ``dialysis`` flag is set whenever an active dialysis Condition exists, whatever the source of
 the value. Thresholds and look-backs are the caller's (rule settings and knowledge/common.json);
@@ -94,6 +96,7 @@ class RenalValueSets:
     weight: str = "observation/body-weight"  # LOINC 29463-7 body weight, 3141-9
     ckd_severe: str = "condition/ckd-severe"  # CKD stage 4/5, ESRD conditions
     dialysis: str = "condition/dialysis"  # dialysis dependence conditions
+    aki: str = "condition/acute-kidney-injury-renal-failure"  # acute kidney injury / failure
     # An eGFR a card names by its equation (the value set's title); any other is just "eGFR".
     egfr_equations: tuple[str, ...] = (
         "observation/egfr-ckd-epi-2021",
@@ -123,6 +126,7 @@ class _RenalCodes:
     weight: _Codes
     ckd_severe: _Codes
     dialysis: _Codes
+    aki: _Codes
     equations: tuple[_Codes, ...]
 
     @classmethod
@@ -137,6 +141,7 @@ class _RenalCodes:
             weight=codes(sets.weight),
             ckd_severe=codes(sets.ckd_severe),
             dialysis=codes(sets.dialysis),
+            aki=codes(sets.aki),
             equations=tuple(codes(key) for key in sets.egfr_equations),
         )
 
@@ -151,8 +156,8 @@ class _RenalCodes:
 
 @dataclass(frozen=True)
 class RenalFunction:
-    kind: str  # "crcl" | "crcl-cockcroft-gault" | "egfr" | "condition"
-    value_ml_min: float | None  # None for kind "condition"
+    kind: str  # "crcl" | "crcl-cockcroft-gault" | "egfr" | "condition" | "acute-condition"
+    value_ml_min: float | None  # None for kinds "condition" and "acute-condition"
     comparator: str | None  # e.g. ">" for "> 60"
     label: str  # e.g. "creatinine clearance (LOINC 2164-2)"
     when: datetime | None
@@ -165,7 +170,7 @@ class RenalFunction:
         day = self.when.astimezone(UTC).date().isoformat() if self.when else None
         value = _shown_value(self.value_ml_min) if self.value_ml_min is not None else "?"
         shown = f"{self.comparator} {value}" if self.comparator else value
-        if self.kind == "condition":
+        if self.kind in ("condition", "acute-condition"):
             sentence = f"active condition {_with_date(self.label, day)}"
         elif self.kind == "crcl-cockcroft-gault":
             sentence = f"estimated creatinine clearance {shown} mL/min ({self.label})"
@@ -379,10 +384,16 @@ def _cockcroft_gault(
     )
 
 
+_Found = list[tuple[Mapping, tuple]]
+
+
 def _kidney_conditions(
     conditions: list[Mapping], codes: _RenalCodes
-) -> tuple[list[tuple[Mapping, tuple]], list[tuple[Mapping, tuple]]]:
-    dialysis, severe = [], []
+) -> tuple[_Found, _Found, _Found]:
+    """(dialysis, CKD 4-5 / ESRD, acute kidney injury / failure) present Conditions."""
+    dialysis: _Found = []
+    severe: _Found = []
+    acute: _Found = []
     for condition in conditions:
         if condition.get("resourceType", "Condition") != "Condition":
             continue
@@ -393,7 +404,9 @@ def _kidney_conditions(
             dialysis.append((condition, hit))
         if hit := codes.ckd_severe.match(condition.get("code")):
             severe.append((condition, hit))
-    return dialysis, severe
+        if hit := codes.aki.match(condition.get("code")):
+            acute.append((condition, hit))
+    return dialysis, severe, acute
 
 
 def _latest_condition(found: list[tuple[Mapping, tuple]]) -> tuple[Mapping, tuple]:
@@ -447,7 +460,7 @@ def renal_function(
     codes = _RenalCodes.of(terminology, value_sets)
     observations = [o for o in observations if isinstance(o, Mapping)]
     conditions = [c for c in conditions if isinstance(c, Mapping)]
-    dialysis, severe = _kidney_conditions(conditions, codes)
+    dialysis, severe, acute = _kidney_conditions(conditions, codes)
     on_dialysis = bool(dialysis)
 
     measured = _measured(observations, codes, now, lookback_days)
@@ -490,5 +503,16 @@ def renal_function(
             source=ref_of(condition),
             dialysis=on_dialysis,
             severe_condition=bool(severe),
+        )
+    if acute:
+        condition, (system, code, display) = _latest_condition(acute)
+        name = display or concept_text(condition.get("code")) or code
+        return RenalFunction(
+            kind="acute-condition",
+            value_ml_min=None,
+            comparator=None,
+            label=f"{name} ({_code_reference(system, code)})",
+            when=effective_time(condition),
+            source=ref_of(condition),
         )
     return None

@@ -9,10 +9,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cds_hooks import suggestions
+from cds_hooks.cards import Suggestion
 from cds_hooks.clinical.dose import Dose, DoseUnknown
 from cds_hooks.clinical.renal import RenalFunction, renal_function
 from cds_hooks.fhir import status
-from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of
+from cds_hooks.fhir.read import codings, concept_text, parse_datetime, ref_of, reference
 from cds_hooks.record import MedOrder
 from cds_hooks.rules.context import RuleContext
 
@@ -136,3 +138,35 @@ def systemic(order: MedOrder, knowledge) -> bool:
             names.append(concept_text(route) or "")
             names.extend(display for _s, _c, display in codings(route) if display)
     return not any(word in name.lower() for name in names for word in words)
+
+
+def creatinine_test(ctx) -> tuple[str, str, str]:
+    """(system, code, display) of the kidney test a rule suggests: its `crcl_order_code`
+    setting, found in its `crcl_order` value sets (clinical-rules.md Round 2: lab suggestion)."""
+    code = str(ctx.settings.value("crcl_order_code"))
+    for key in ctx.settings.keys("crcl_order"):
+        for row in ctx.knowledge.terminology.codes(key):
+            if row[1] == code:
+                return row
+    raise KeyError(f"crcl_order_code {code} is not in the crcl_order value sets")
+
+
+def creatinine_test_name(ctx) -> str:
+    _system, code, display = creatinine_test(ctx)
+    return f"{display}, LOINC {code}"
+
+
+def creatinine_order(ctx, order: MedOrder) -> Suggestion | None:
+    """A draft ServiceRequest for that test, for the order's patient."""
+    subject = reference(order.resource.get("subject")) or ref_of(ctx.record.patient or {})
+    if not subject:
+        return None
+    system, code, display = creatinine_test(ctx)
+    resource = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": "order",
+        "code": {"coding": [{"system": system, "code": code, "display": display}]},
+        "subject": {"reference": subject},
+    }
+    return suggestions.create(resource, f"Order: {display}", "order_crcl", recommended=True)

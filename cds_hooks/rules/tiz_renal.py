@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cds_hooks import suggestions
-from cds_hooks.cards import Finding, Suggestion
+from cds_hooks.cards import Finding
 from cds_hooks.clinical.renal import RenalFunction, age_years
-from cds_hooks.fhir.read import ref_of, reference
-from cds_hooks.rules.common import kidney_function
+from cds_hooks.rules.common import creatinine_order, creatinine_test_name, kidney_function
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "TIZ-RENAL"
@@ -44,7 +42,8 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
         return findings
     threshold = float(ctx.settings.value("crcl_below"))
     renal = kidney_function(ctx)
-    if renal is None:
+    # An acute kidney injury condition alone is no value to compare: as with no data.
+    if renal is None or renal.kind == "acute-condition":
         findings.extend(_no_renal_data(ctx, orders, threshold))
         return findings
     card = _card(renal, threshold)
@@ -109,12 +108,17 @@ def _no_renal_data(ctx, orders, threshold: float) -> Iterator[Finding]:
         "lookback_days": ctx.knowledge.data_setting("renal_lookback_days"),
     }
     for order in orders:
-        order_crcl = _crcl_order(ctx, order)
+        order_crcl = creatinine_order(ctx, order)
         yield Finding(
             RULE_ID,
             "no_renal_data",
             order.ref,
-            {**facts, "order": order.label(), "drug": order.name, "test": _test_name(ctx)},
+            {
+                **facts,
+                "order": order.label(),
+                "drug": order.name,
+                "test": creatinine_test_name(ctx),
+            },
             (
                 f"Order: {order.label()}",
                 f"Age: {age} years (Patient.birthDate)",
@@ -123,34 +127,3 @@ def _no_renal_data(ctx, orders, threshold: float) -> Iterator[Finding]:
             ),
             (order_crcl,) if order_crcl else (),
         )
-
-
-def _test(ctx) -> tuple[str, str, str]:
-    """(system, code, display) of the creatinine clearance test to suggest, from the value set."""
-    code = str(ctx.settings.value("crcl_order_code"))
-    for key in ctx.settings.keys("crcl_order"):
-        for row in ctx.knowledge.terminology.codes(key):
-            if row[1] == code:
-                return row
-    raise KeyError(f"{RULE_ID}: crcl_order_code {code} is not in the crcl_order value sets")
-
-
-def _test_name(ctx) -> str:
-    _system, code, display = _test(ctx)
-    return f"{display}, LOINC {code}"
-
-
-def _crcl_order(ctx, order) -> Suggestion | None:
-    """A draft ServiceRequest for a creatinine clearance, for the order's patient."""
-    subject = reference(order.resource.get("subject")) or ref_of(ctx.record.patient or {})
-    if not subject:
-        return None
-    system, code, display = _test(ctx)
-    resource = {
-        "resourceType": "ServiceRequest",
-        "status": "draft",
-        "intent": "order",
-        "code": {"coding": [{"system": system, "code": code, "display": display}]},
-        "subject": {"reference": subject},
-    }
-    return suggestions.create(resource, f"Order: {display}", "order_crcl", recommended=True)

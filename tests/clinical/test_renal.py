@@ -420,3 +420,19 @@ def test_cockcroft_gault_minimum_age_is_a_parameter():
     aged_17 = {**MALE_72, "birthDate": "2009-01-01"}
     assert run(observations, [], aged_17) is None
     assert run(observations, [], aged_17, cockcroft_gault_min_age_years=16) is not None
+
+
+def test_acute_kidney_injury_is_the_last_fallback():
+    # Round 2 renal fallback: AKI counts only with no usable value and no CKD 4-5/dialysis.
+    aki = condition(ICD10CM, "N17.9", "Acute kidney failure, unspecified", id_="aki")
+    found = run([], [aki])
+    assert (found.kind, found.value_ml_min, found.source) == (
+        "acute-condition",
+        None,
+        "Condition/aki",
+    )
+    assert found.describe().startswith("active condition Acute kidney failure, unspecified")
+    ckd = condition(ICD10CM, "N18.5", "kidney", id_="ckd")
+    assert run([], [aki, ckd]).kind == "condition"
+    egfr = obs("98979-8", 90, "mL/min/1.73m2", days=5)
+    assert run([egfr], [aki]).kind == "egfr"
