@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.fhir import status
 from cds_hooks.fhir.read import concept_text, parse_datetime, ref_of
+from cds_hooks.rules.common import recorded_allergies
 from cds_hooks.rules.context import RuleContext
 
 RULE_ID = "BAC-ALLERGY"
@@ -21,16 +21,7 @@ TRIGGERS = ("drug/baclofen",)
 
 def evaluate(ctx: RuleContext) -> list[Finding]:
     findings: list[Finding] = []
-    allergen = set(ctx.settings.keys("allergen"))
-    terminology = ctx.knowledge.terminology
-    allergies = []
-    for allergy in ctx.record.allergies:
-        if not status.allergy_present(allergy):
-            continue
-        code = allergy.get("code")
-        keys = terminology.keys_for_concept(code) or terminology.keys_for_text(concept_text(code))
-        if keys & allergen:
-            allergies.append(allergy)
+    allergies = recorded_allergies(ctx, ctx.settings.keys("allergen"))
     if not allergies:
         return findings
     # A true allergy outranks an intolerance (type intolerance, or low criticality) on record.
