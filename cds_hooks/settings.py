@@ -15,6 +15,7 @@ import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cds_hooks.auth import AuthSettings
@@ -40,13 +41,17 @@ __all__ = ["Settings", "SettingsError", "fields", "load", "markdown_table"]
 
 
 def _instant() -> Parser:
-    def convert(value: Any) -> str:
+    def convert(value: Any) -> datetime | None:
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
         if not isinstance(value, str):
             raise ValueError
-        value = value.strip()
-        if value and parse_datetime(value) is None:
+        if not value.strip():
+            return None
+        parsed = parse_datetime(value.strip())
+        if parsed is None:
             raise ValueError
-        return value
+        return parsed
 
     return Parser(convert, "an ISO 8601 date-time such as 2026-03-01T09:00:00Z, or empty")
 
@@ -63,10 +68,16 @@ class AppSettings:
         text(),
         "Browser origins allowed by CORS: `*`, or a comma-separated list of origins.",
     )
-    now: str = setting(
-        "",
+    # One clock for everything: stamping rows and judging their age must agree, or a demo dated
+    # in the past would see its own audit, feedback and overrides pruned as old at once.
+    # (RUF009: setting() returns a dataclasses.field, as for every field here.)
+    now: datetime | None = setting(  # noqa: RUF009
+        None,
         _instant(),
-        "Fixed clock for tests and demos (ISO 8601); empty means the real time.",
+        "Fixed clock for reproducible tests and demos (ISO 8601); empty means the real time. "
+        "Everything runs on it: the rules, audit and feedback times, the suppression windows and "
+        "retention pruning (what the service writes is judged old by the clock that dated it). "
+        "Never set it in production.",
     )
     public_base_url: str = setting(
         "",

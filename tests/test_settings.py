@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,37 @@ def test_cli_reports_a_bad_setting_in_one_line_without_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "CDS_DEADLINE_SECONDS: got 'abc'" in done.stderr
+
+
+def test_now_is_parsed_once_by_the_settings(knowledge, tmp_path):
+    noon = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    assert load(environ={"CDS_NOW": "2026-11-21T12:00:00Z"}).app.now == noon
+    assert load(environ={"CDS_NOW": "2026-11-21"}).app.now == datetime(2026, 11, 21, tzinfo=UTC)
+    assert load(environ={"CDS_NOW": " "}).app.now is None
+    assert load({"NOW": noon}, environ={}).app.now == noon
+    config = {"NOW": "2026-11-21T13:00:00+01:00", "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path)}
+    assert create_app(config).extensions["cds_hooks"].clock() == noon
+
+
+def test_a_fixed_clock_also_dates_retention(knowledge, tmp_path):
+    """CDS_NOW is the one clock: a demo dated years back keeps its audit and its override."""
+    from tests.test_feedback import overridden, post, warning_request
+    from tests.test_store import calls
+
+    config = {"NOW": "2020-01-01T12:00:00Z", "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path)}
+    app = create_app(config)
+    client = app.test_client()
+    select = "/cds-services/antispasticity-order-select"
+    (card,) = [
+        c
+        for c in client.post(select, json=warning_request()).get_json()["cards"]
+        if c["source"]["topic"]["code"] == "BAC-DOPAMINE-ANTAGONIST"
+    ]
+    assert post(client, [overridden(card["uuid"])])[0] == 200
+    store = app.extensions["cds_hooks"].store
+    assert set(store.prune().values()) == {0}  # nothing is old on the clock that dated it
+    assert len(calls(app)) == 1
+    again = client.post(select, json=warning_request()).get_json()["cards"]
+    assert card["summary"] not in [c["summary"] for c in again]  # the override still holds
+    # On the real clock, the same rows are years past every window.
+    assert store.prune(datetime.now(UTC))["hook_calls"] == 2
