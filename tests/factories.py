@@ -192,6 +192,22 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def fhir_authorization(
+    token: str, patient: str | None = None, subject: str = "cds-service"
+) -> dict[str, Any]:
+    """A hook request's `fhirAuthorization` (CDS Hooks 2.0): a bearer token for 5 minutes."""
+    granted: dict[str, Any] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": subject,
+    }
+    if patient is not None:
+        granted["patient"] = patient
+    return granted
+
+
 def hook_request(
     drafts: list[dict[str, Any]],
     *,
