@@ -33,6 +33,21 @@ SPINAL_CORD_INJURY = (
     "Unspecified injury at unspecified level of cervical spinal cord",
 )
 
+# Observation.status and whether a result in that status is used (fhir/status.py, which the
+# record and the renal engine both ask).
+OBSERVATION_STATUSES = [
+    ("final", True),
+    ("amended", True),
+    ("corrected", True),
+    ("preliminary", True),
+    ("registered", False),
+    ("cancelled", False),
+    ("entered-in-error", False),
+    ("unknown", False),
+    ("Final", False),  # FHIR codes are case-sensitive
+    (None, False),
+]
+
 # MedicationRequest statuses and whether an order in that status is current therapy
 # (clinical-rules.md "Patient data used").
 CURRENT_THERAPY_STATUSES = [
