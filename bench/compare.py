@@ -57,6 +57,8 @@ def side_by_side(
                 load.ours(workers, work / f"ours-{workers}", raw) as ours,
                 load.peer(workers, work / f"peer-{workers}", raw, python) as peer,
             ):
+                # Under load every answer must still carry the dopamine-antagonist card.
+                ours.marker, peer.marker = OURS_MARKER, PEER_MARKER
                 slices: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
                 for n in range(rounds):
                     for server in (ours, peer) if n % 2 == 0 else (peer, ours):
@@ -81,6 +83,10 @@ def side_by_side(
 # summary): the stroke indication, and baclofen with a dopamine antagonist (haloperidol).
 OURS_EXPECTED = (("efficacy not established",), ("haloperidol", "paradoxical"))
 PEER_EXPECTED = (("efficacy not established",), ("dopamine antagonist",))
+OURS_MARKER, PEER_MARKER = (
+    "paradoxical reactions",
+    "dopamine antagonist",
+)  # as the answers spell them
 
 
 def _cards(answer: dict[str, Any], expected: tuple[tuple[str, ...], ...], name: str) -> list[str]:

@@ -40,12 +40,14 @@ OUR_PATH = f"/cds-services/{fixtures.SERVICE_ID}"
 _DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
+  local odd = 0
+  for _, t in ipairs(threads) do odd = odd + (t:get("odd") or 0) end
   io.write(string.format(
     "BENCH-JSON {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
     "\\"p99_us\\": %%d, \\"max_us\\": %%d, \\"connect\\": %%d, \\"read\\": %%d, " ..
-    "\\"write\\": %%d, \\"status\\": %%d, \\"timeout\\": %%d}\\n",
+    "\\"write\\": %%d, \\"status\\": %%d, \\"timeout\\": %%d, \\"unexpected\\": %%d}\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout, odd))
 end
 """
 _POST = """
@@ -54,6 +56,16 @@ wrk.headers["Content-Type"] = "application/json"
 local f = assert(io.open("%(body)s", "rb"))
 wrk.body = f:read("*a")
 f:close()
+threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) odd = 0 end
+-- Every answer must be a 200 carrying the expected card, not just any 200.
+local marker = "%(marker)s"
+function response(status, headers, body)
+  if status ~= 200 or (marker ~= "" and not string.find(body, marker, 1, true)) then
+    odd = odd + 1
+  end
+end
 """
 
 
@@ -64,6 +76,7 @@ class Server:
     path: str
     process: subprocess.Popen
     workers: int
+    marker: str = ""  # a string every answer under load must contain (its expected card)
 
 
 def free_port() -> int:
@@ -195,7 +208,7 @@ def answer(server: Server, raw: bytes) -> dict[str, Any]:
 def _wrk(server: Server, body: Path, connections: int, seconds: int) -> dict:
     threads = min(2, connections)
     script = body.parent / f"{server.name}-{os.getpid()}.lua"
-    script.write_text((_POST + _DONE) % {"body": body})
+    script.write_text((_POST + _DONE) % {"body": body, "marker": server.marker})
     url = f"http://127.0.0.1:{server.port}{server.path}"
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     out = subprocess.run(
@@ -210,6 +223,8 @@ def _wrk(server: Server, body: Path, connections: int, seconds: int) -> dict:
         raise RuntimeError(f"wrk printed no result: {out[-2000:]}")
     data = json.loads(found.group(1))
     detail = {k: data[k] for k in ("connect", "read", "write", "status", "timeout")}
+    # 200s without the expected card (non-2xx are in `status` already)
+    detail["unexpected"] = max(0, data["unexpected"] - data["status"])
     return {
         "tool": "wrk",
         "requests": data["requests"],
