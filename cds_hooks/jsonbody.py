@@ -9,9 +9,11 @@ below. The byte size itself is MAX_BODY_BYTES (413) in the app.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
+from itertools import compress
 from typing import Any
 
 import orjson
@@ -43,12 +45,57 @@ def parse_json(raw: bytes) -> Any:
     if parsed is _SLOW:
         parsed = _slow_parse(raw)
     raw_bytes = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogatepass")
-    check_limits(
-        parsed,
-        scan_strings=_ODD_ESCAPE.search(raw_bytes) is not None,
-        long_strings=len(raw_bytes) > MAX_STRING_CHARS,  # a string has at most that many chars
-    )
+    scan_strings = _ODD_ESCAPE.search(raw_bytes) is not None
+    long_strings = len(raw_bytes) > MAX_STRING_CHARS  # a string has at most that many chars
+    if scan_strings or long_strings or len(raw_bytes) < C_WALK_BYTES or not _clean(parsed):
+        check_limits(parsed, scan_strings=scan_strings, long_strings=long_strings)
     return parsed
+
+
+# From this size on, `_clean` (C-level) is cheaper than `_first_breach` (a Python loop over every
+# value): at 1,000 resources (0.9 MB) 2.8 vs 6.8 ms; at 28 kB it is 15% slower (per-level costs).
+C_WALK_BYTES = 64_000
+_CONTAINER = frozenset((dict, list)).__contains__
+_DICT = frozenset((dict,)).__contains__
+_LIST = frozenset((list,)).__contains__
+
+
+def _clean(value: Any) -> bool:
+    """True when `value` breaches none of the depth, count and key-length limits.
+
+    The same limits as `_first_breach` (which runs, and words the breach, whenever this says
+    False), checked level by level with the loops in C: each level's containers are split by
+    type with `itertools.compress`, measured with `map(len, ...)`, and the next level is what
+    `gc.get_referents` finds in them, filtered to dicts and lists. `get_referents` reports what a
+    container's tp_traverse visits: every value of a dict or list that can hold references (the
+    collector depends on it to find cycles), so no nested container is missed; keys and scalars
+    it may add or leave out are filtered away. String contents are not looked at: callers use
+    `check_limits` when the raw text may hold an odd escape or a string that long.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return False
+    level: list[Any] = [value]
+    depth = total = 0
+    keys: set[str] = set()
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return False
+        kinds = list(map(type, level))
+        dicts = list(compress(level, map(_DICT, kinds)))
+        if dicts:
+            if max(map(len, dicts)) > MAX_OBJECT_MEMBERS:
+                return False
+            keys.update(*dicts)
+        if len(dicts) != len(level):
+            if max(map(len, compress(level, map(_LIST, kinds)))) > MAX_ARRAY_ITEMS:
+                return False
+        total += sum(map(len, level))
+        if total > MAX_VALUES:
+            return False
+        found = gc.get_referents(*level)
+        level = list(compress(found, map(_CONTAINER, map(type, found))))
+    return max(map(len, keys), default=0) <= MAX_KEY_CHARS  # JSON keys are strings
 
 
 def _slow_parse(raw: bytes | str) -> Any:
