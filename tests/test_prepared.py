@@ -48,7 +48,7 @@ def card(uuid: str, call_id: int, shown: bool) -> dict:
 
 def raw(path, table: str) -> list[tuple]:
     with sqlite3.connect(path) as db:
-        return db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()  # noqa: S608
+        return db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
 
 
 def database(tmp_path, name: str):

@@ -6,8 +6,8 @@ Python (compile-cache lookup, parameter and result processing, events), three ti
 takes to run it (docs/performance.md, "Fixed cost, session 3"). The statements stay Core (one
 definition of every table and query); on SQLite they are compiled once and run on the DBAPI
 cursor with each column's own bind and result processors (the same conversions
-`Connection.execute` applies). Other databases, and any engine whose statements are listened to, go through
-`Connection.execute` as before.
+`Connection.execute` applies). Other databases, and any engine whose statements are listened
+to, go through `Connection.execute` as before.
 """
 
 from __future__ import annotations
