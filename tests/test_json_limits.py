@@ -29,12 +29,14 @@ BREACHES = {
     "long array": [0] * (jsonbody.MAX_ARRAY_ITEMS + 1),
     "long key": {"k" * (jsonbody.MAX_KEY_CHARS + 1): 1},
     "too many values": [[0] * 1000 for _ in range(jsonbody.MAX_VALUES // 1000 + 1)],
+    "long string": {"s": ["P" * (jsonbody.MAX_STRING_CHARS + 1)]},
 }
 AT_THE_LIMIT = {
     "deep": deep(jsonbody.MAX_DEPTH - 1),
     "wide object": {f"k{i}": 1 for i in range(jsonbody.MAX_OBJECT_MEMBERS - 1)},  # + "pad"
     "long array": [0] * jsonbody.MAX_ARRAY_ITEMS,
     "long key": {"k" * jsonbody.MAX_KEY_CHARS: 1},
+    "long string": {"s": ["P" * jsonbody.MAX_STRING_CHARS]},
 }
 
 
@@ -47,11 +49,12 @@ def test_a_large_body_over_a_limit_is_refused_as_the_walk_words_it(name):
     raw = body_with(BREACHES[name])
     assert len(raw) >= jsonbody.C_WALK_BYTES
     parsed = json.loads(raw)
-    assert not jsonbody._clean(parsed)
+    long_strings = len(raw) > jsonbody.MAX_STRING_CHARS
+    assert not jsonbody._clean(parsed, long_strings)
     with pytest.raises(BadRequest) as refused:
         jsonbody.parse_json(raw)
     with pytest.raises(BadRequest) as walked:
-        jsonbody.check_limits(parsed, scan_strings=False, long_strings=False)
+        jsonbody.check_limits(parsed, scan_strings=False, long_strings=long_strings)
     assert refused.value.message == walked.value.message
 
 
@@ -68,7 +71,7 @@ def test_wide_and_long_containers_deep_inside_are_found():
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=7),
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=6), children, max_size=5)
     ),
@@ -86,8 +89,11 @@ def test_the_c_level_check_agrees_with_the_walk(value):
         "MAX_ARRAY_ITEMS": 4,
         "MAX_VALUES": 25,
         "MAX_KEY_CHARS": 4,
+        "MAX_STRING_CHARS": 5,
     }
     value = json.loads(json.dumps(value))  # as a parser returns it
     with mock.patch.multiple(jsonbody, **small):
-        walked = jsonbody._first_breach(value, False, False) is None
-        assert jsonbody._clean(value) == walked or type(value) not in (dict, list)
+        for long_strings in (False, True):
+            walked = jsonbody._first_breach(value, False, long_strings) is None
+            clean = jsonbody._clean(value, long_strings)
+            assert clean == walked or type(value) not in (dict, list)
