@@ -15,9 +15,12 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
+from cds_hooks.hooks import SUPPRESSED_HEADER
+from cds_hooks.observability import REQUEST_ID_HEADER
 from cds_hooks.services import SERVICES
 
 _COMPONENT = "#/components/schemas/"
+_HEADER = "#/components/headers/"
 _JSON = "application/json"
 
 
@@ -96,6 +99,22 @@ def _error_schema() -> dict[str, Any]:
     }
 
 
+def _headers() -> dict[str, Any]:
+    """The response headers we set, named by the constants the code that sets them uses."""
+    return {
+        SUPPRESSED_HEADER: {
+            "description": "How many cards were held back as repeats the clinician already "
+            "answered (docs/storage.md, 'Fewer repeated alerts'); absent when none were.",
+            "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        },
+        REQUEST_ID_HEADER: {
+            "description": "The request id in the service's log line: the caller's own when it "
+            "sent a short plain one, else a new one.",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+        },
+    }
+
+
 def _json_body(schema_ref: str, description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -147,7 +166,10 @@ def document(app: Flask) -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "200": _json_body("response", "Cards (possibly none) and systemActions."),
+                    "200": {
+                        **_json_body("response", "Cards (possibly none) and systemActions."),
+                        "headers": {SUPPRESSED_HEADER: {"$ref": f"{_HEADER}{SUPPRESSED_HEADER}"}},
+                    },
                     **_errors(400, *auth, 412, 413, 415),
                 },
             }
@@ -186,6 +208,12 @@ def document(app: Flask) -> dict[str, Any]:
             },
         }
     }
+    for item in paths.values():  # every answer names its request id (observability.py)
+        for operation in item.values():
+            for response in operation["responses"].values():
+                response.setdefault("headers", {})[REQUEST_ID_HEADER] = {
+                    "$ref": f"{_HEADER}{REQUEST_ID_HEADER}"
+                }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -200,6 +228,7 @@ def document(app: Flask) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {**schema_components(), "Error": _error_schema()},
+            "headers": _headers(),
             "securitySchemes": {
                 "cdsClientJwt": {
                     "type": "http",

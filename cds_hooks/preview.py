@@ -39,7 +39,7 @@ from cds_hooks.services import BY_ID, SERVICES, Service
 from cds_hooks.store import CallAudit, Candidate, Store
 from cds_hooks.store.db import cards as card_table
 from cds_hooks.store.db import feedback as feedback_table
-from cds_hooks.store.suppression import OVERRIDDEN, SELECT_SIGN, decide
+from cds_hooks.store.suppression import OVERRIDDEN, SELECT_SIGN
 
 STATIC = Path(__file__).parent / "static"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -115,24 +115,20 @@ def service_for(body: Any, service_id: str | None) -> Service:
 
 
 class DryRunStore(Store):
-    """The app's store deciding what a call would suppress, as `Store.audit_call` does, but
-    writing nothing: what the page shows as "the next call would not show"."""
+    """The app's store answering a call with what it would hold back (`Store.held_back`), as
+    `Store.audit_call` would, but writing nothing: what the page shows as "the next call would
+    not show". A view for `call_service` only: fingerprints and decisions are the store's own."""
 
-    def __init__(self, store: Store):  # shares the store's engine and settings; no migration
-        self.engine = store.engine
-        self.patients = store.patients
-        self.suppression = store.suppression
-        self.keep_comments = store.keep_comments
-        self.replay = store.replay
-        self.clock = store.clock
+    def __init__(self, store: Store):  # no engine, migration or threads of its own
+        self.store = store
+
+    def fingerprint(self, *args: Any, **kwargs: Any) -> str:
+        return self.store.fingerprint(*args, **kwargs)
 
     def audit_call(
         self, call: CallAudit, candidates: Sequence[Candidate] = ()
     ) -> dict[str, tuple[str, str]]:
-        if not candidates or not call.patient_id:
-            return {}
-        with self.engine.connect() as conn:
-            return decide(conn, call.hook or "", candidates, self.suppression, self.clock())
+        return self.store.held_back(call, candidates)
 
 
 def _hours(window: timedelta) -> str:

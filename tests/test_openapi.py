@@ -7,6 +7,7 @@ response schema. Examples are few and derandomized so CI stays fast and reproduc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -27,8 +28,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cds_hooks import create_app
+from cds_hooks.hooks import SUPPRESSED_HEADER
 from cds_hooks.openapi import schema_components
 from cds_hooks.services import SERVICES
+from tests.test_suppression import request as order_request
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +91,48 @@ def _refs(node: Any) -> Iterator[str]:
 def test_every_ref_resolves_inside_the_document(document):
     resolver = Registry().with_resource("", Resource.opaque(document)).resolver()
     for ref in set(_refs(document)):
-        assert ref.startswith("#/components/schemas/")
+        assert ref.startswith(("#/components/schemas/", "#/components/headers/"))
         try:
             resolver.lookup(ref)
         except Unresolvable:
             pytest.fail(f"{ref} does not resolve")
+
+
+# Headers of HTTP itself and of CORS (app._cors): the protocols define them, not this document.
+PROTOCOL_HEADERS = {"content-type", "content-length", "vary"}
+
+
+def _undeclared(document: dict[str, Any], path: str, response: Any) -> list[str]:
+    answer = document["paths"][path]["post"]["responses"][str(response.status_code)]
+    declared = {name.lower() for name in answer.get("headers", {})}
+    return [
+        name
+        for name in response.headers.keys()  # Headers iterates (name, value) pairs
+        if name.lower() not in declared | PROTOCOL_HEADERS
+        and not name.lower().startswith("access-control-")
+    ]
+
+
+def test_every_header_a_hook_call_sets_is_declared(knowledge, tmp_path):
+    """Calls that set each header we add (a card held back; an error) against the document."""
+    app = create_app(
+        {"NOW": "2026-11-21T12:00:00Z", "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path)}
+    )
+    client = app.test_client()
+    document = client.get("/openapi.json").get_json()
+    answers = {}
+    for hook in ("order-select", "order-sign"):  # sign holds back the card select showed
+        path = f"/cds-services/antispasticity-{hook}"
+        answers[hook] = (path, client.post(path, json=order_request(hook)))
+    answers["bad"] = (path, client.post(path, json={"hook": "order-sign"}))
+    assert int(answers["order-sign"][1].headers[SUPPRESSED_HEADER]) >= 1
+    assert answers["bad"][1].status_code == 400
+    for path, response in answers.values():
+        assert _undeclared(document, path, response) == [], response.status_code
+    header = document["components"]["headers"][SUPPRESSED_HEADER]
+    assert re.fullmatch(
+        header["schema"]["pattern"], answers["order-sign"][1].headers[SUPPRESSED_HEADER]
+    )
 
 
 def test_secured_app_documents_the_bearer_scheme(knowledge, tmp_path):

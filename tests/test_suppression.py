@@ -167,3 +167,30 @@ def test_a_new_interacting_drug_on_the_same_order_is_shown_again(knowledge, tmp_
     assert len(dopamine_cards("order-select", HALOPERIDOL_5_TAB)) == 1
     assert dopamine_cards("order-sign", HALOPERIDOL_5_TAB) == []  # the repeat is suppressed
     assert len(dopamine_cards("order-sign", METOCLOPRAMIDE_10_TAB)) == 1  # a new partner shows
+
+
+def test_held_back_is_what_the_call_would_hold_back_and_writes_nothing(app, client):
+    """Store.held_back (the preview's "next call") decides as audit_call does, read-only."""
+    from datetime import UTC, datetime
+
+    from cds_hooks.store import CallAudit, Candidate
+
+    (shown,) = rule_cards(client, request("order-select"))
+    (select_row,) = audited(app)
+    store = app.extensions["cds_hooks"].store
+    card = {"uuid": "next-card", "indicator": "warning"}
+    candidate = Candidate(card, RULE, "MedicationRequest/d1", select_row["fingerprint"])
+
+    def call(hook: str, patient: str | None = "pat-1") -> CallAudit:
+        at = datetime(2026, 11, 21, 12, tzinfo=UTC)
+        return CallAudit("antispasticity-" + hook, hook, "h-next", patient, at, 0.0)
+
+    expected = {"next-card": ("select-sign", shown["uuid"])}
+    assert store.held_back(call("order-sign"), [candidate]) == expected
+    assert store.held_back(call("order-select"), [candidate]) == {}
+    assert store.held_back(call("order-sign", patient=None), [candidate]) == {}
+    critical = Candidate({**card, "indicator": "critical"}, RULE, None, candidate.fingerprint)
+    assert store.held_back(call("order-sign"), [critical]) == {}
+    assert len(audited(app)) == 1  # asking wrote nothing
+    assert store.audit_call(call("order-sign"), [candidate]) == expected
+    assert len(audited(app)) == 2

@@ -183,13 +183,28 @@ class Store:
         # card was shown, so a scenario dated later than the feedback still keeps an override.
         at = self.clock()
         with writing(self.engine, durable=False) as conn:
-            hook = call.hook or ""
-            suppressed = (
-                decide(conn, hook, candidates, self.suppression, at) if call.patient_id else {}
-            )
+            suppressed = self._held_back(conn, call, candidates, at)
             write_call(conn, call, self.patients, candidates, suppressed)
-            record_shown(conn, hook, candidates, suppressed, at)
+            record_shown(conn, call.hook or "", candidates, suppressed, at)
         return suppressed
+
+    def held_back(
+        self, call: CallAudit, candidates: Sequence[Candidate]
+    ) -> dict[str, tuple[str, str]]:
+        """What `audit_call` would hold back of these cards now, and why; reads, writes nothing.
+
+        Card uuid -> (why, earlier card uuid), decided as `audit_call` decides (the preview's
+        "what the next call would not show").
+        """
+        with self.engine.connect() as conn:
+            return self._held_back(conn, call, candidates, self.clock())
+
+    def _held_back(
+        self, conn: Connection, call: CallAudit, candidates: Sequence[Candidate], at: datetime
+    ) -> dict[str, tuple[str, str]]:
+        if not candidates or not call.patient_id:
+            return {}
+        return decide(conn, call.hook or "", candidates, self.suppression, at)
 
     def _write_audit(self, conn: Connection, batch: Sequence[CallAudit]) -> None:
         for call in batch:
