@@ -21,7 +21,6 @@ from cds_hooks import auth, hooks, observability, openapi, outbound, preview, pr
 from cds_hooks import settings as settings_module
 from cds_hooks.errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge
 from cds_hooks.feedback import blueprint as feedback_blueprint
-from cds_hooks.fhir.read import parse_datetime
 from cds_hooks.knowledge import Knowledge
 from cds_hooks.pipeline import Runtime
 from cds_hooks.services import prefetch_templates
@@ -92,13 +91,11 @@ def runtime() -> Runtime:
     return current_app.extensions["cds_hooks"]
 
 
-def _clock(now: str) -> Callable[[], datetime]:
-    if not now:
+def _clock(now: datetime | None) -> Callable[[], datetime]:
+    """The service clock: CDS_NOW (parsed by the settings) when set, else the real time."""
+    if now is None:
         return lambda: datetime.now(UTC)
-    fixed = parse_datetime(now)
-    if fixed is None:  # the settings parser refuses such a value; kept for direct callers
-        raise settings_module.SettingsError(f"CDS_NOW: got {now!r}; expected an ISO 8601 date-time")
-    return lambda: fixed
+    return lambda: now
 
 
 def _register_views(app: Flask) -> None:

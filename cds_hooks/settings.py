@@ -5,16 +5,26 @@ typed, and read as `settings.fhir.deadline_seconds`. Each feature declares its o
 its code; this module only composes them. The environment variable of a field is `CDS_` plus its
 name upper-cased (`CDS_DEADLINE_SECONDS`), and the mapping key is the same without `CDS_`.
 
-Unknown `CDS_*` variables are ignored (the CLI reads a few of its own, such as `CDS_FHIR_TOKEN`);
-an unknown key in the mapping is an error, since it can only be a typo in code or a test.
+An unknown key in the mapping is an error: it can only be a typo in code or a test. An unknown
+`CDS_*` environment variable is logged as a warning, once per name and process, naming the
+closest setting (`CDS_AUTH_ISSUER`: did you mean CDS_AUTH_ISSUERS?), and otherwise ignored. Not
+refused, because the prefix is not ours alone: the environment of a host or container is shared
+with launchers and tools that read their own `CDS_*` names (compose's CDS_PORT, a site's other
+clinical-decision-support software), and a service that will not start over a name it does not
+own is an outage. The names this project reads on purpose outside this object (OTHER_NAMES,
+OTHER_PREFIXES) are not warned about. A typo that matters for safety is caught elsewhere too:
+without issuers `cds-hooks serve` says "client authentication OFF" and keeps to loopback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cds_hooks.auth import AuthSettings
@@ -38,15 +48,34 @@ from cds_hooks.store import StoreSettings
 
 __all__ = ["Settings", "SettingsError", "fields", "load", "markdown_table"]
 
+log = logging.getLogger(__name__)
+
+# `CDS_*` names read on purpose outside the settings object: not typos (see the module doc).
+OTHER_NAMES = frozenset(
+    {
+        "CDS_BIND",  # gunicorn_conf.py: where `gunicorn -c cds_hooks/gunicorn_conf.py` listens
+        "CDS_FHIR_TOKEN",  # commands/call.py, load_fixtures.py: the FHIR server's bearer token
+        "CDS_PORT",  # docker-compose.yml: the published port
+        "CDS_PG_PORT",  # docker-compose.yml, postgres profile
+        "CDS_PG_PASSWORD",  # docker-compose.yml, postgres profile
+    }
+)
+OTHER_PREFIXES = ("CDS_TEST_",)  # the test suite's (CDS_TEST_FHIR_URL, CDS_TEST_REQUIRE_FHIR...)
+_warned: set[str] = set()  # unknown names already warned about in this process
+
 
 def _instant() -> Parser:
-    def convert(value: Any) -> str:
+    def convert(value: Any) -> datetime | None:
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
         if not isinstance(value, str):
             raise ValueError
-        value = value.strip()
-        if value and parse_datetime(value) is None:
+        if not value.strip():
+            return None
+        parsed = parse_datetime(value.strip())
+        if parsed is None:
             raise ValueError
-        return value
+        return parsed
 
     return Parser(convert, "an ISO 8601 date-time such as 2026-03-01T09:00:00Z, or empty")
 
@@ -63,10 +92,16 @@ class AppSettings:
         text(),
         "Browser origins allowed by CORS: `*`, or a comma-separated list of origins.",
     )
-    now: str = setting(
-        "",
+    # One clock for everything: stamping rows and judging their age must agree, or a demo dated
+    # in the past would see its own audit, feedback and overrides pruned as old at once.
+    # (RUF009: setting() returns a dataclasses.field, as for every field here.)
+    now: datetime | None = setting(  # noqa: RUF009
+        None,
         _instant(),
-        "Fixed clock for tests and demos (ISO 8601); empty means the real time.",
+        "Fixed clock for reproducible tests and demos (ISO 8601); empty means the real time. "
+        "Everything runs on it: the rules, audit and feedback times, the suppression windows and "
+        "retention pruning (what the service writes is judged old by the clock that dated it). "
+        "Never set it in production.",
     )
     public_base_url: str = setting(
         "",
@@ -117,6 +152,7 @@ def load(
     Raises SettingsError (one line) for a value its parser refuses or an unknown mapping key.
     """
     environ = os.environ if environ is None else environ
+    warn_unknown(environ)
     values: dict[str, Any] = {
         key[len(ENV_PREFIX) :]: value
         for key, value in environ.items()
@@ -130,6 +166,27 @@ def load(
         )
     values.update(given)
     return Settings(**{name: build_section(cls, values) for name, cls in sections()})
+
+
+def warn_unknown(environ: Mapping[str, str]) -> list[str]:
+    """Log a warning for each `CDS_*` name that is no setting, once per process; return them."""
+    known = sorted(env_name(field) for _section, field in fields())
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in known
+        and name not in OTHER_NAMES
+        and not name.startswith(OTHER_PREFIXES)
+    )
+    for name in unknown:
+        if name in _warned:
+            continue
+        _warned.add(name)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "the README configuration table lists them"
+        log.warning("%s is not a setting and is ignored; %s", name, hint)
+    return unknown
 
 
 def markdown_table() -> str:

@@ -30,6 +30,15 @@ def test_serving_on_is_said_once_gunicorn_listens(server):
     assert text.count("client authentication") == 1, text
 
 
+def test_serve_warns_once_about_an_unknown_setting_name(tmp_path):
+    """CDS_AUTH_ISSUER (for CDS_AUTH_ISSUERS) would leave authentication off without a word."""
+    with serve(tmp_path, {"CDS_AUTH_ISSUER": "https://ehr.example.org"}):
+        pass
+    text = (tmp_path / "serve.log").read_text()
+    warning = "CDS_AUTH_ISSUER is not a setting and is ignored; did you mean CDS_AUTH_ISSUERS?"
+    assert text.count(warning) == 1, text
+
+
 def test_gunicorn_answers_discovery_twice_on_one_connection(server):
     connection = http.client.HTTPConnection("127.0.0.1", server[0], timeout=30)
     bodies = []

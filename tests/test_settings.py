@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cds_hooks import create_app
+from cds_hooks import settings as settings_module
 from cds_hooks.config import SettingsError, boolean
-from cds_hooks.settings import fields, load
+from cds_hooks.settings import OTHER_NAMES, OTHER_PREFIXES, fields, load
 from tools import settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +159,106 @@ def test_cli_reports_a_bad_setting_in_one_line_without_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "CDS_DEADLINE_SECONDS: got 'abc'" in done.stderr
+
+
+def test_now_is_parsed_once_by_the_settings(knowledge, tmp_path):
+    noon = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    assert load(environ={"CDS_NOW": "2026-11-21T12:00:00Z"}).app.now == noon
+    assert load(environ={"CDS_NOW": "2026-11-21"}).app.now == datetime(2026, 11, 21, tzinfo=UTC)
+    assert load(environ={"CDS_NOW": " "}).app.now is None
+    assert load({"NOW": noon}, environ={}).app.now == noon
+    config = {"NOW": "2026-11-21T13:00:00+01:00", "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path)}
+    assert create_app(config).extensions["cds_hooks"].clock() == noon
+
+
+def test_a_fixed_clock_also_dates_retention(knowledge, tmp_path):
+    """CDS_NOW is the one clock: a demo dated years back keeps its audit and its override."""
+    from tests.test_feedback import overridden, post, warning_request
+    from tests.test_store import calls
+
+    config = {"NOW": "2020-01-01T12:00:00Z", "KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path)}
+    app = create_app(config)
+    client = app.test_client()
+    select = "/cds-services/antispasticity-order-select"
+    (card,) = [
+        c
+        for c in client.post(select, json=warning_request()).get_json()["cards"]
+        if c["source"]["topic"]["code"] == "BAC-DOPAMINE-ANTAGONIST"
+    ]
+    assert post(client, [overridden(card["uuid"])])[0] == 200
+    store = app.extensions["cds_hooks"].store
+    assert set(store.prune().values()) == {0}  # nothing is old on the clock that dated it
+    assert len(calls(app)) == 1
+    again = client.post(select, json=warning_request()).get_json()["cards"]
+    assert card["summary"] not in [c["summary"] for c in again]  # the override still holds
+    # On the real clock, the same rows are years past every window.
+    assert store.prune(datetime.now(UTC))["hook_calls"] == 2
+
+
+# ---- unknown CDS_* names: a warning naming the closest setting, once ---------------------------
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch, caplog):
+    """No name warned about yet in this process; the warnings of the test, as text."""
+    monkeypatch.setattr(settings_module, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="cds_hooks.settings")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "cds_hooks.settings"]
+
+    return warnings
+
+
+def test_an_unknown_name_is_warned_about_once_naming_the_closest_setting(fresh_warnings):
+    environ = {
+        "CDS_AUTH_ISSUER": "https://ehr.example.org",  # the typo that leaves auth off
+        "CDS_ZZZ": "1",
+        "CDS_DEADLINE_SECONDS": "2",
+        "CDS_FHIR_TOKEN": "t",  # read by the CLI on purpose
+        "CDS_TEST_FHIR_URL": "http://127.0.0.1:1/fhir",  # the test suite's own
+        "AUTH_ISSUER": "not ours",
+    }
+    settings = load(environ=environ)
+    assert settings.fhir.deadline_seconds == 2 and not settings.auth.auth_issuers
+    assert fresh_warnings() == [
+        "CDS_AUTH_ISSUER is not a setting and is ignored; did you mean CDS_AUTH_ISSUERS?",
+        "CDS_ZZZ is not a setting and is ignored; the README configuration table lists them",
+    ]
+    load(environ=environ)
+    assert len(fresh_warnings()) == 2  # once per name
+
+
+def test_app_start_warns_about_an_unknown_name(fresh_warnings, monkeypatch, tmp_path):
+    monkeypatch.setenv("CDS_PREVEIW", "true")
+    create_app({"DATA_DIR": str(tmp_path)})
+    assert fresh_warnings() == [
+        "CDS_PREVEIW is not a setting and is ignored; did you mean CDS_PREVIEW?"
+    ]
+
+
+# Names that stand in prose only: config.py's placeholder and the typo the tests above use.
+EXAMPLES = {"CDS_NAME", "CDS_AUTH_ISSUER", "CDS_PREVEIW", "CDS_ZZZ"}
+SCANNED = ("cds_hooks", "tests", "tools", "bench", "docs", ".ci")
+SCANNED_FILES = ("Makefile", "Dockerfile", "docker-compose.yml", "README.md")
+
+
+def test_every_cds_name_the_project_reads_is_a_setting_or_listed_as_not_one():
+    """A new CDS_* name outside the settings object is added to OTHER_NAMES, or warned about."""
+    files = [ROOT / name for name in SCANNED_FILES]
+    files += [p for folder in SCANNED for p in (ROOT / folder).rglob("*") if p.is_file()]
+    named: dict[str, str] = {}
+    for path in files:
+        if path.suffix in {".pyc", ".png", ".svg"} or "work" in path.relative_to(ROOT).parts:
+            continue
+        for name in re.findall(r"\bCDS_[A-Z0-9_]+", path.read_text(errors="replace")):
+            if not name.endswith("_"):  # a prefix (CDS_TEST_), not a name
+                named.setdefault(name, str(path.relative_to(ROOT)))
+    settings = {f"CDS_{field.name.upper()}" for _section, field in fields()}
+    stray = {
+        name: where
+        for name, where in named.items()
+        if name not in settings | OTHER_NAMES | EXAMPLES and not name.startswith(OTHER_PREFIXES)
+    }
+    assert stray == {}
+    assert OTHER_NAMES <= set(named), "a listed name nothing reads any more"
