@@ -86,11 +86,16 @@ def validate(body: Any, hook: str, drafts_field: str) -> None:
 _CONTEXT_IDS = {"patientId": "Patient", "encounterId": "Encounter"}
 
 
+def bare_id(value: str, kind: str = "Patient") -> str:
+    """`Patient/123` or `https://ehr.example.org/fhir/Patient/123` -> `123`; `123` stays."""
+    return value.rsplit(f"{kind}/", 1)[-1]
+
+
 def _normalise_ids(context: dict[str, Any], hook_instance: Any) -> None:
     for field, kind in _CONTEXT_IDS.items():
         value = context.get(field)
         if isinstance(value, str) and "/" in value:
-            bare = value.rsplit(f"{kind}/", 1)[-1]
+            bare = bare_id(value, kind)
             log.info(
                 "hook %s: context.%s sent as a reference; read as the id %r",
                 str(hook_instance)[:100],

@@ -33,6 +33,21 @@ SPINAL_CORD_INJURY = (
     "Unspecified injury at unspecified level of cervical spinal cord",
 )
 
+# Observation.status and whether a result in that status is used (fhir/status.py, which the
+# record and the renal engine both ask).
+OBSERVATION_STATUSES = [
+    ("final", True),
+    ("amended", True),
+    ("corrected", True),
+    ("preliminary", True),
+    ("registered", False),
+    ("cancelled", False),
+    ("entered-in-error", False),
+    ("unknown", False),
+    ("Final", False),  # FHIR codes are case-sensitive
+    (None, False),
+]
+
 # MedicationRequest statuses and whether an order in that status is current therapy
 # (clinical-rules.md "Patient data used").
 CURRENT_THERAPY_STATUSES = [
@@ -190,6 +205,22 @@ def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
             for r in resources
         ],
     }
+
+
+def fhir_authorization(
+    token: str, patient: str | None = None, subject: str = "cds-service"
+) -> dict[str, Any]:
+    """A hook request's `fhirAuthorization` (CDS Hooks 2.0): a bearer token for 5 minutes."""
+    granted: dict[str, Any] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": subject,
+    }
+    if patient is not None:
+        granted["patient"] = patient
+    return granted
 
 
 def hook_request(

@@ -16,13 +16,16 @@ from cds_hooks.services import PURPOSES, SERVICES
 from tests.test_load_fixtures import BASE, FIXTURES, FakeFhirServer, copy_fixtures
 
 # One of each kind: order-select, order-sign revising an order on record (taper), a
-# medicationReference to a Medication resource, and the deprecated medication-prescribe hook.
+# medicationReference to a Medication resource, the deprecated medication-prescribe hook, and
+# patientId/encounterId sent as references (`Patient/...`, an absolute Encounter URL).
 SCENARIOS = (
     "bac-indication-stroke-warning",
     "bac-taper-dose-cut-over-50-warning",
     "bac-indication-medication-reference-rheumatoid-warning",
     "medication-prescribe-bac-indication-stroke-warning",
+    "ehr-patient-reference-no-user-warning",
 )
+REFERENCED = "ehr-patient-reference-no-user-warning"
 
 
 def rules_and_indicators(cards):
@@ -81,6 +84,26 @@ def test_a_revised_order_keeps_pointing_at_the_loaded_order(loaded):
     }
     assert any(order["id"] in on_server for order in drafts.orders)
     assert drafts.now and drafts.patient_id
+
+
+@pytest.mark.parametrize("mode", ["prefetch", "fhirserver"])
+def test_a_patient_id_sent_as_a_reference_is_read_as_the_id(loaded, capsys, mode):
+    """The fixture says `Patient/pat-ehr-ref-no-user`: the call names the patient as the service
+    does (protocol.bare_id), never `Patient/Patient/...`."""
+    root, _server, _mock = loaded
+    draft = root / REFERENCED / "request.json"
+    argv = ["--fhir", BASE, "--draft", str(draft), "--mode", mode, "--print-request"]
+    status, _body, err = run_call(capsys, *argv, "--token", "t0k")
+    assert status == 0, err
+    printed = json.loads(err[: err.index("\n}\n") + 2])
+    assert printed["context"]["patientId"] == "pat-ehr-ref-no-user"
+    assert "/" not in printed["context"]["encounterId"]
+    order = printed["context"]["draftOrders"]["entry"][0]["resource"]
+    assert order["subject"] == {"reference": "Patient/pat-ehr-ref-no-user"}
+    if mode == "fhirserver":
+        assert printed["fhirAuthorization"]["patient"] == "pat-ehr-ref-no-user"
+    else:
+        assert printed["prefetch"]["patient"]["id"] == "pat-ehr-ref-no-user"
 
 
 def test_token_goes_to_the_fhir_server_and_is_never_printed(loaded, capsys):

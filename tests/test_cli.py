@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from cds_hooks import cli
+from tests.servers import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
 REQUEST = FIXTURES / "bac-indication-stroke-warning" / "request.json"
@@ -116,13 +117,7 @@ def fill(value: str, tmp: Path, port: int) -> str:
     return value.format(tmp=tmp, port=port, request=REQUEST, free=FREE_PORT)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-FREE_PORT = _free_port()  # never listened on: serve must stop before it binds
+FREE_PORT = free_port()  # never listened on: serve must stop before it binds
 
 
 @pytest.mark.parametrize(

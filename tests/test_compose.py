@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from cds_hooks.cli import COMMANDS
+from tests.servers import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -72,12 +72,6 @@ def exec_form(args: str) -> list[str]:
 def interpolate(value: str) -> str:
     """Compose's `${VAR:-default}`, resolved from an empty environment (the defaults)."""
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", lambda m: m.group(1), str(value))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- docker-compose.yml ------------------------------------------------------------------------
@@ -199,12 +193,7 @@ def running_service(tmp_path):
     try:
         yield port, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop(process, timeout=15)
         if process.stderr:
             process.stderr.close()
 

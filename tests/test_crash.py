@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,17 +18,13 @@ from sqlalchemy import select
 
 from cds_hooks.store import StoreSettings, open_store
 from cds_hooks.store.db import feedback
+from tests.servers import free_port
+from tests.servers import stop as stop_process  # `stop` is the test's own Event
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 CLI = Path(sys.executable).with_name("cds-hooks")
 SERVICE = "antispasticity-order-select"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
@@ -115,8 +110,7 @@ def test_acknowledged_feedback_survives_sigkill(tmp_path):
         )
         assert ok.status_code == 200 and ok.json()["duplicates"] == 1
     finally:
-        restarted.terminate()
-        restarted.wait(timeout=10)
+        stop_process(restarted, timeout=10)
     store = open_store(StoreSettings(data_dir=str(tmp_path)))
     with store.engine.connect() as conn:
         found = set(conn.execute(select(feedback.c.card_uuid)).scalars())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import requests
 
 from cds_hooks import cli, create_app, observability
 from cds_hooks.commands.keys import new_key, public_jwk
+from tests.servers import free_port, stop
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,12 +102,6 @@ def test_metrics_stay_on_for_a_loopback_service(local):
 # ---- launchers ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _clean_env(tmp_path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     return {**env, "CDS_DATA_DIR": str(tmp_path), "CDS_LOG_FORMAT": "text", **extra}
@@ -115,7 +109,7 @@ def _clean_env(tmp_path, **extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_gunicorn_config_refuses_a_public_bind_without_issuers(tmp_path, how):
-    port = _free_port()
+    port = free_port()
     command = [str(BIN / "gunicorn"), "-c", "python:cds_hooks.gunicorn_conf", "--workers", "1"]
     env = _clean_env(tmp_path)
     if how == "flag":
@@ -138,7 +132,7 @@ def test_gunicorn_config_refuses_a_public_bind_without_issuers(tmp_path, how):
 
 
 def test_gunicorn_config_serves_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(BIN / "gunicorn"), "-c", "python:cds_hooks.gunicorn_conf", "--workers", "1"],
         env=_clean_env(tmp_path, CDS_BIND=f"127.0.0.1:{port}"),
@@ -149,8 +143,7 @@ def test_gunicorn_config_serves_loopback(tmp_path):
     try:
         assert _wait_healthy(f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 def _wait_healthy(base: str, process: subprocess.Popen) -> bool:
@@ -165,7 +158,7 @@ def _wait_healthy(base: str, process: subprocess.Popen) -> bool:
 
 
 def test_the_serve_command_printed_by_keys_works_as_printed(tmp_path, capsys):
-    port = _free_port()
+    port = free_port()
     keys = tmp_path / "keys"
     aud = f"http://127.0.0.1:{port}/cds-services"
     assert cli.main(["keys", "--dir", str(keys), "--aud", aud]) == 0
@@ -191,8 +184,7 @@ def test_the_serve_command_printed_by_keys_works_as_printed(tmp_path, capsys):
         assert answer.status_code == 200
         assert requests.get(aud, timeout=5).status_code == 401
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 def test_cds_keys_folder_is_git_ignored():

@@ -8,13 +8,10 @@ which checks could not run, and never a 5xx. The time bounds are loose upper bou
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,35 +19,34 @@ import pytest
 
 from cds_hooks import create_app, schemas
 from cds_hooks.services import PURPOSES
-from tests.factories import PATIENT_ID, STROKE, condition, hook_request, med_request, searchset
+from tests.factories import (
+    PATIENT_ID,
+    STROKE,
+    condition,
+    fhir_authorization,
+    hook_request,
+    med_request,
+    searchset,
+)
+from tests.servers import FHIR_JSON, LoopbackHTTP, QuietHandler, free_port, running
 
 DEADLINE = 1.0
 MARGIN = 4.0  # generous: a loaded 2-core machine once took 2.7 s; the point is "not 10 s, not hung"
 SELECT = "/cds-services/antispasticity-order-select"
 TOKEN = "fhir-access-token-123"
-FHIR_JSON = "application/fhir+json"
 
 
-class FakeFhir(ThreadingHTTPServer):
-    daemon_threads = True
-
+class FakeFhir(LoopbackHTTP):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         self.requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
         self.hits: Counter[str] = Counter()
         self.stop = threading.Event()
         self.redirect_to = ""
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     server: FakeFhir
-
-    def log_message(self, *args: Any) -> None:
-        pass  # keep test output quiet
 
     def do_GET(self) -> None:
         self.server.requests.append((self.path, self.headers.get("Authorization")))
@@ -61,16 +57,6 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(segment.partition("~")[0], self.server.hits[segment])
         except (BrokenPipeError, ConnectionResetError):
             pass  # the service stopped reading, as it should
-
-    def send(self, status: int, body: Any, content_type: str = FHIR_JSON, **headers: str) -> None:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        self.wfile.write(raw)
 
     def conditions(self, next_url: str | None = None) -> dict[str, Any]:
         bundle = searchset([condition("c1", STROKE)])
@@ -141,24 +127,16 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def fhir() -> Iterator[FakeFhir]:
-    server = FakeFhir()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
+    with running(FakeFhir()) as server:
+        yield server
+        server.stop.set()  # the slow and huge answers end before the server shuts down
 
 
 @pytest.fixture(scope="module")
 def other_fhir() -> Iterator[FakeFhir]:
     """Another origin (another port): must never see a request, least of all the token."""
-    server = FakeFhir()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running(FakeFhir()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -178,26 +156,13 @@ def client(knowledge, tmp_path_factory):
     return app.test_client()
 
 
-def dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed on exit: connecting is refused
-
-
 def call(client, server: str, *, missing: tuple[str, ...] = ("conditions",)):
     """A baclofen order for a patient with a stroke; `missing` keys are left to fetch."""
     body = hook_request([med_request("d1")], conditions=[condition("c1", STROKE)])
     for key in missing:
         del body["prefetch"][key]
     body["fhirServer"] = server
-    body["fhirAuthorization"] = {
-        "access_token": TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds-service",
-        "patient": PATIENT_ID,
-    }
+    body["fhirAuthorization"] = fhir_authorization(TOKEN, PATIENT_ID)
     started = time.monotonic()
     response = client.post(SELECT, json=body)
     elapsed = time.monotonic() - started
@@ -251,7 +216,7 @@ def test_a_failing_server_gives_a_degraded_answer_in_time(client, fhir, scenario
 
 
 def test_a_refused_connection_gives_a_degraded_answer(client):
-    assert DEGRADED in call(client, f"http://127.0.0.1:{dead_port()}/fhir")
+    assert DEGRADED in call(client, f"http://127.0.0.1:{free_port()}/fhir")
 
 
 def test_every_key_failing_at_once_still_answers_in_time(client, fhir):

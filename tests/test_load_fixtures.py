@@ -117,6 +117,21 @@ def test_patient_keeps_its_id_and_patient_data_gets_per_scenario_ids():
             assert resource["subject"]["reference"] == f"Patient/{patient_id}"
 
 
+def test_a_patient_id_sent_as_a_reference_names_the_loaded_patient(tmp_path, capsys):
+    name = "ehr-patient-reference-no-user-warning"
+    assert fixture_request(name)["context"]["patientId"] == "Patient/pat-ehr-ref-no-user"
+    scenario = build_scenario(name, fixture_request(name))
+    assert scenario.patient_id == "pat-ehr-ref-no-user"
+    assert "Patient/pat-ehr-ref-no-user" in {
+        f"{r['resourceType']}/{r['id']}" for r in scenario.resources
+    }
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        FakeFhirServer(mock)
+        root = copy_fixtures(tmp_path, name)
+        assert main(["load-fixtures", "--fhir", BASE, "--fixtures", str(root)]) == 0
+    assert f"ok      {name}: Patient/pat-ehr-ref-no-user," in capsys.readouterr().out
+
+
 def test_references_follow_renamed_resources_and_stubs_fill_missing_practitioners():
     request = {
         "context": {"patientId": "p1"},

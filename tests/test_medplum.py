@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from cds_hooks.commands.load_fixtures import read_scenarios
 from cds_hooks.fhir.client import FhirClient
 from cds_hooks.fhir.resolver import fill_template
 from cds_hooks.services import prefetch_templates
+from tests.servers import free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = REPO.parent / "shared" / "fhir-server"
@@ -43,15 +43,9 @@ SCENARIOS = sorted(p.parent for p in FIXTURES.glob("*/request.json"))
 WORK = REPO / "var" / "fhir-server"  # npm install of the launcher, kept between runs
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_ready(base: str, process: subprocess.Popen | None = None, seconds: float = 60) -> None:
-    stop = time.monotonic() + seconds
-    while time.monotonic() < stop:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the FHIR server exited with status {process.returncode}")
         try:
@@ -98,7 +92,7 @@ def fhir_server() -> Iterator[str]:
             pytest.fail(f"CDS_TEST_REQUIRE_FHIR is set but the FHIR server cannot run: {why}")
         pytest.skip(f"the Medplum FHIR server cannot run here: {why}")
     folder = _install()
-    port = _free_port()
+    port = free_port()
     log = (folder / "server.log").open("wb")
     process = subprocess.Popen(
         ["node", str(folder / "server.mjs")],
@@ -111,11 +105,7 @@ def fhir_server() -> Iterator[str]:
         _wait_ready(base, process)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=10)
         log.close()
 
 

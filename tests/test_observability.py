@@ -13,6 +13,7 @@ import responses
 
 from cds_hooks import create_app
 from cds_hooks.observability import JsonFormatter, redact
+from tests.factories import fhir_authorization
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
 SCENARIO = "bac-indication-stroke-warning"
@@ -41,13 +42,7 @@ def test_one_json_line_per_hook_call_without_tokens(tmp_path, capsys):
     client = make_app(tmp_path).test_client()
     body = hook_request()
     body["fhirServer"] = "https://ehr.example.org/fhir"
-    body["fhirAuthorization"] = {
-        "access_token": TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds",
-    }
+    body["fhirAuthorization"] = fhir_authorization(TOKEN, subject="cds")
     capsys.readouterr()
     response = client.post(SERVICE, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200

@@ -9,12 +9,9 @@ to record and refuse, so nothing is ever sent off loopback.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,7 +19,16 @@ import requests
 
 from cds_hooks import create_app, outbound
 from cds_hooks.outbound import DestinationRefused, Destinations, UnsafeURL
-from tests.factories import PATIENT_ID, STROKE, condition, hook_request, med_request, searchset
+from tests.factories import (
+    PATIENT_ID,
+    STROKE,
+    condition,
+    fhir_authorization,
+    hook_request,
+    med_request,
+    searchset,
+)
+from tests.servers import LoopbackHTTP, QuietHandler, running
 
 SELECT = "/cds-services/antispasticity-order-select"
 TOKEN = "fhir-access-token-outbound"
@@ -30,64 +36,38 @@ DEGRADED = "DATA-UNAVAILABLE"
 PUBLIC = "93.184.215.14"  # a public address: never actually contacted (connect is patched)
 
 
-class Server(ThreadingHTTPServer):
+class Server(LoopbackHTTP):
     """A loopback HTTP server answering from `routes` (path -> status, headers, body)."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
         self.cookies: list[str | None] = []  # the Cookie header of each request
         self.routes: dict[str, tuple[int, dict[str, str], Any]] = {}
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-    @property
-    def authority(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: Server
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("Authorization")))
         self.server.cookies.append(self.headers.get("Cookie"))
         path = self.path.split("?", 1)[0]
         status, headers, body = self.server.routes.get(path, (404, {}, {"resourceType": "x"}))
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(raw)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(raw)
-
-
-def _serve() -> Iterator[Server]:
-    server = Server()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+        self.send(status, body, **headers)
 
 
 @pytest.fixture
 def ehr() -> Iterator[Server]:
-    yield from _serve()
+    with running(Server()) as server:
+        yield server
 
 
 @pytest.fixture
 def catcher() -> Iterator[Server]:
     """The attacker's server: must never see a request, least of all the token."""
-    yield from _serve()
+    with running(Server()) as server:
+        yield server
 
 
 def _app(knowledge, tmp_path, **settings: Any):
@@ -115,14 +95,7 @@ def _call(client, server: str, *, prefetch_conditions: dict | None = None) -> li
     else:
         body["prefetch"]["conditions"] = prefetch_conditions
     body["fhirServer"] = server
-    body["fhirAuthorization"] = {
-        "access_token": TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds-service",
-        "patient": PATIENT_ID,
-    }
+    body["fhirAuthorization"] = fhir_authorization(TOKEN, PATIENT_ID)
     response = client.post(SELECT, json=body)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
@@ -600,10 +573,8 @@ def tls_ehr(tmp_path, monkeypatch) -> Iterator[tuple[Server, str]]:
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     server.routes["/fhir/Condition"] = (200, {}, _page())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server, ca
-    server.shutdown()
-    server.server_close()
+    with running(server):
+        yield server, ca
 
 
 def test_ca_bundle_makes_a_private_ca_fhir_server_work(knowledge, tmp_path, tls_ehr, caplog):
@@ -624,21 +595,16 @@ def test_the_ca_bundle_adds_to_the_public_roots():
     assert public > 50 and len(context.get_ca_certs()) >= public
 
 
-class _ConnectProxy(ThreadingHTTPServer):
+class _ConnectProxy(LoopbackHTTP):
     """A minimal HTTPS proxy (CONNECT tunnels) on loopback that records what it was asked."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        super().__init__(_ProxyHandler)
         self.asked: list[str] = []
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ProxyHandler(QuietHandler):
     server: _ConnectProxy
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_CONNECT(self) -> None:
         import selectors
@@ -690,22 +656,17 @@ def test_environment_proxies_netrc_and_cookies_never_reach_fhir_requests(
 
 def test_https_proxy_carries_fhir_requests(knowledge, tmp_path, tls_ehr):
     server, ca = tls_ehr
-    proxy = _ConnectProxy()
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
+    with running(_ConnectProxy()) as proxy:
         url = f"https://{HOSPITAL}:{server.server_address[1]}/fhir"
         client = _app(
             knowledge,
             tmp_path,
             FHIR_ALLOW_PRIVATE=True,
             CA_BUNDLE=ca,
-            HTTPS_PROXY=f"http://127.0.0.1:{proxy.server_address[1]}",
+            HTTPS_PROXY=proxy.base,
         )
         assert "BAC-INDICATION" in _call(client, url)
         assert proxy.asked == [f"{HOSPITAL}:{server.server_address[1]}"]
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
 
 
 def test_through_a_proxy_internal_destinations_are_still_refused(knowledge, tmp_path, connects):

@@ -17,6 +17,7 @@ import responses
 
 from cds_hooks.fhir.read import bundle_resources
 from tests.conftest import assert_valid_response
+from tests.factories import fhir_authorization
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fhir_fixtures"
 SCENARIOS = sorted(p.parent for p in FIXTURES.glob("*/request.json"))
@@ -133,13 +134,7 @@ def test_scenario_through_fhir_server(scenario, knowledge, tmp_path):
     prefetch = request.pop("prefetch", {})
     request = copy.deepcopy(request)
     request["fhirServer"] = BASE
-    request["fhirAuthorization"] = {
-        "access_token": "test-token",
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds-service",
-    }
+    request["fhirAuthorization"] = fhir_authorization("test-token")
     client = app_for(expected, knowledge, tmp_path).test_client()
     with fake_server(prefetch):
         response = client.post(f"/cds-services/antispasticity-{request['hook']}", json=request)

@@ -15,6 +15,7 @@ from cds_hooks.store import StoreSettings, open_store
 from cds_hooks.store.audit import PatientIds
 from cds_hooks.store.db import LATEST, cards, hook_calls, make_engine, migrate, schema_version
 from cds_hooks.store.replay import ReplayStore
+from tests.factories import fhir_authorization
 from tests.test_feedback import RULE, overridden, post, shown_card, stored, warning_request
 
 NOW = "2026-11-21T12:00:00Z"
@@ -23,13 +24,7 @@ TOKEN = "secret-access-token-never-stored"
 
 def with_token(body: dict) -> dict:
     body["fhirServer"] = "https://ehr.example.org/fhir"
-    body["fhirAuthorization"] = {
-        "access_token": TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "patient/*.read",
-        "subject": "cds-service",
-    }
+    body["fhirAuthorization"] = fhir_authorization(TOKEN)
     return body
 
 

@@ -226,6 +226,7 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cds_hooks.protocol import bare_id
     from cds_hooks.services import BY_ID, SERVICES
 
     drafts = read_drafts(args.draft)
@@ -233,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     patient = args.patient or drafts.patient_id
     if not patient:
         return _fail("no --patient, and the draft file names none; add --patient ID")
+    patient = bare_id(patient)  # `Patient/123` -> `123`, as the service reads context.patientId
     if not drafts.orders:
         return _fail(f"no draft orders in {args.draft}; give a file with a MedicationRequest")
     service = BY_ID.get(args.service) if args.service else None
@@ -241,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"no service {args.service or hook!r}")
     fhir = args.fhir.rstrip("/")
     user = args.user or drafts.user_id or "Practitioner/1"
-    request = build_request(drafts, hook, patient, user, args.encounter or drafts.encounter_id)
+    encounter = args.encounter or drafts.encounter_id
+    encounter = bare_id(encounter, "Encounter") if encounter else None
+    request = build_request(drafts, hook, patient, user, encounter)
 
     if args.mode == "fhirserver":
         request["fhirServer"] = fhir

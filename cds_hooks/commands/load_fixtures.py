@@ -105,8 +105,12 @@ def rewrite_references(node: Any, id_map: dict[str, str]) -> None:
 
 def build_scenario(name: str, request: dict) -> Scenario:
     """A scenario's resources, with per-scenario ids for patient data (see the module doc)."""
+    from cds_hooks.protocol import bare_id
+
     context = request.get("context") if isinstance(request.get("context"), dict) else {}
-    scenario = Scenario(name, context.get("patientId") if isinstance(context, dict) else None)
+    patient = context.get("patientId") if isinstance(context, dict) else None
+    # `Patient/123` names the patient loaded as Patient/123, as the service reads it.
+    scenario = Scenario(name, bare_id(patient) if isinstance(patient, str) else None)
     seen: dict[str, dict] = {}
     for resource in _prefetch_resources(request):
         kind, rid = resource.get("resourceType"), resource.get("id")

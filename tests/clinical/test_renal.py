@@ -8,7 +8,7 @@ import pytest
 
 from cds_hooks.clinical.renal import RenalFunction, age_years, renal_function
 from cds_hooks.terminology import Terminology
-from tests.factories import observation
+from tests.factories import OBSERVATION_STATUSES, observation
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -236,19 +236,7 @@ def test_future_results_are_ignored():
     assert run([obs("2164-2", 22, days=-3)]) is None
 
 
-@pytest.mark.parametrize(
-    ("status", "used"),
-    [
-        ("final", True),
-        ("amended", True),
-        ("corrected", True),
-        ("preliminary", True),
-        ("registered", False),
-        ("cancelled", False),
-        ("entered-in-error", False),
-        (None, False),
-    ],
-)
+@pytest.mark.parametrize(("status", "used"), OBSERVATION_STATUSES)
 def test_observation_status(status, used):
     found = run([obs("2164-2", 22, status=status)])
     assert (found is not None) is used

@@ -10,7 +10,13 @@ from cds_hooks.clinical.renal import renal_function
 from cds_hooks.fhir import status
 from cds_hooks.record import build_record
 from cds_hooks.services import BY_ID
-from tests.factories import CURRENT_THERAPY_STATUSES, ICD10, condition, med_request
+from tests.factories import (
+    CURRENT_THERAPY_STATUSES,
+    ICD10,
+    OBSERVATION_STATUSES,
+    condition,
+    med_request,
+)
 
 CKD5 = (ICD10, "N18.5", "Chronic kidney disease, stage 5")
 
@@ -65,21 +71,7 @@ def test_record_and_renal_engine_agree_on_conditions(knowledge, fields, present)
     assert (found is not None) is present
 
 
-@pytest.mark.parametrize(
-    ("code", "usable"),
-    [
-        ("final", True),
-        ("amended", True),
-        ("corrected", True),
-        ("preliminary", True),
-        ("registered", False),
-        ("cancelled", False),
-        ("entered-in-error", False),
-        ("unknown", False),
-        ("Final", False),  # FHIR codes are case-sensitive
-        (None, False),
-    ],
-)
+@pytest.mark.parametrize(("code", "usable"), OBSERVATION_STATUSES)
 def test_observation_usable(code, usable):
     assert status.observation_usable({"resourceType": "Observation", "status": code}) is usable
 
