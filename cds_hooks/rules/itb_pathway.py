@@ -14,8 +14,9 @@ When intrathecal baclofen is ordered and
   - else, a DAILY amount stated in mg (or g): a scheduled dose (a dosage line with a frequency,
     converted to mg per day) or a RATE (`doseAndRate[].rateQuantity`, `rateRange.high`, or
     `rateRatio` with an mg numerator and a time denominator, read by `clinical.dose.rates`, the
-    one rate reader; compared per day-equivalent: 0.5 mg/h is 12 mg/day). At `unit_error_daily_mg` (2 mg/day) or more: critical, an oral-size daily
-    amount; from `confirm_unit_daily_mg` (1 mg/day) up to that: warning, confirm the unit, because
+    one rate reader; compared per day-equivalent: 0.5 mg/h is 12 mg/day). At
+    `unit_error_daily_mg` (2 mg/day) or more: critical, an oral-size daily amount; from
+    `confirm_unit_daily_mg` (1 mg/day) up to that: warning, confirm the unit, because
     labelled pump doses reach 1,199 mcg/day (children) and some adults need more than 1,000
     mcg/day, so a false critical card could push a clinician to cut a legitimate dose and cause
     withdrawal. A rate whose unit gives no period (a bare "mg") is compared as written.
