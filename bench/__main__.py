@@ -34,7 +34,7 @@ TARGETS = {
     "service/floor, baclofen order (28 kB)": ("<=", 8.0),
     "service/floor at 1,000": ("<=", 2.5),
     "service/floor at 10,000": ("<=", 2.0),
-    "fetch/one search (4 searches)": ("<=", 1.3),
+    "fetch/slowest single search": ("<=", 1.3),
     "ours/peer requests/s (2 workers)": (">=", 3.0),
     "p99 at 8 connections (ms, 2 workers)": ("<=", 50.0),
     "errors under load": ("<=", 0),
@@ -159,7 +159,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         "service/floor at 1,000": inproc.get("1000", {}).get("service_over_floor"),
         "service/floor at 10,000": inproc.get("10000", {}).get("service_over_floor"),
-        "fetch/one search (4 searches)": results.get("fetch", {}).get("service_over_single"),
+        "fetch/slowest single search": results.get("fetch", {}).get("service_over_single"),
         "ours/peer requests/s (2 workers)": two.get("ratio"),
         "p99 at 8 connections (ms, 2 workers)": (two.get("ours") or {}).get("p99"),
         "errors under load": sum(errors) if errors else None,
@@ -233,19 +233,30 @@ def render(results: dict[str, Any]) -> str:
             f"Side by side over loopback ({tool}, {p['connections']} connections, "
             f"{p['seconds']} s each in {p['slices']} alternating slices, p99 the worst slice's; "
             f"the same {p['bytes'] / 1e3:.1f} kB baclofen body; ours: "
-            "gunicorn gthread, SQLite audit; peer: HealthChain 0.16.1 on uvicorn)",
+            "gunicorn gthread, SQLite audit; peer: HealthChain 0.16.1 on uvicorn, TCP_NODELAY "
+            "as with 1 worker; CPU: the server's processes' CPU time per request)",
             "",
-            "| workers | ours req/s | ours p50 / p99 ms | peer req/s | peer p50 / p99 ms "
-            "| ours/peer | errors ours / peer |",
-            "|---:|---:|---|---:|---|---:|---|",
+            "| workers | ours req/s | ours p50 / p99 ms | ours CPU ms/req | peer req/s "
+            "| peer p50 / p99 ms | peer CPU ms/req | ours/peer | errors ours / peer |",
+            "|---:|---:|---|---:|---:|---|---:|---:|---|",
         ]
         for workers, row in p["runs"].items():
             o, q = row["ours"], row["peer"]
             lines.append(
                 f"| {workers} | {o['requests_per_s']:.1f} | {o['p50']:.1f} / {o['p99']:.1f} "
+                f"| {o.get('cpu_ms_per_request', 0):.2f} "
                 f"| {q['requests_per_s']:.1f} | {q['p50']:.1f} / {q['p99']:.1f} "
+                f"| {q.get('cpu_ms_per_request', 0):.2f} "
                 f"| {row['ratio']:.2f} | {o['errors']} / {q['errors']} |"
             )
+        first = next(iter(p["runs"].values()), None)
+        if first and isinstance(first.get("ours_cards"), list):
+            lines += [
+                "",
+                f"Cards on that body: ours {len(first['ours_cards'])} "
+                f"({'; '.join(first['ours_cards'])}); peer {len(first['peer_cards'])} "
+                f"({'; '.join(first['peer_cards'])})",
+            ]
         lines.append("")
     if r := results.get("repeat"):
         rates = ", ".join(f"{b['requests_per_s']:.0f}" for b in r["blocks"])

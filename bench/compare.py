@@ -62,8 +62,8 @@ def side_by_side(
                     for server in (ours, peer) if n % 2 == 0 else (peer, ours):
                         slices[server.name].append(load.drive(server, body, connections, piece))
                 row: dict[str, Any] = {
-                    "ours_cards": len(load.answer(ours, raw)["cards"]),
-                    "peer_cards": len(load.answer(peer, raw)["cards"]),
+                    "ours_cards": _cards(load.answer(ours, raw), OURS_EXPECTED, "ours"),
+                    "peer_cards": _cards(load.answer(peer, raw), PEER_EXPECTED, "peer"),
                     "ours": _combine(slices["ours"]),
                     "peer": _combine(slices["peer"]),
                 }
@@ -75,6 +75,24 @@ def side_by_side(
             )
         out["runs"] = runs
     return out
+
+
+# The two warnings both services must give on the side-by-side body (words of each card's
+# summary): the stroke indication, and baclofen with a dopamine antagonist (haloperidol).
+OURS_EXPECTED = (("efficacy not established",), ("haloperidol", "paradoxical"))
+PEER_EXPECTED = (("efficacy not established",), ("dopamine antagonist",))
+
+
+def _cards(answer: dict[str, Any], expected: tuple[tuple[str, ...], ...], name: str) -> list[str]:
+    """The card summaries of an answer; each expected card present, or the comparison stops
+    (a server that answers fast with the wrong cards is not doing the same work)."""
+    summaries = [str(card.get("summary", "")) for card in answer.get("cards", [])]
+    for words in expected:
+        if not any(all(w in s.lower() for w in words) for s in summaries):
+            raise RuntimeError(
+                f"{name} gave no card with {words} on the side-by-side body: {summaries}"
+            )
+    return summaries
 
 
 def _combine(slices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,6 +108,9 @@ def _combine(slices: list[dict[str, Any]]) -> dict[str, Any]:
         "p99": max(s["p99"] for s in slices),
         "max": max(s["max"] for s in slices),
         "errors": sum(s["errors"] for s in slices),
+        "cpu_ms_per_request": 1000 * sum(s["cpu_seconds"] for s in slices) / requests
+        if requests
+        else 0.0,
         "slices_requests_per_s": [s["requests_per_s"] for s in slices],
         "workers": slices[0]["workers"],
     }

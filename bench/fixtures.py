@@ -332,13 +332,38 @@ def full_request(size: int) -> dict[str, Any]:
     return body
 
 
+# Haloperidol as the peer can see it: its plain-dict rule reads RxNorm codes (ingredient 5093)
+# of *active* prefetched MedicationRequests only; the haloperidol draft is text-only.
+HALOPERIDOL_ACTIVE = {
+    "resourceType": "MedicationRequest",
+    "id": "m-haloperidol",
+    "status": "active",
+    "intent": "order",
+    "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    "medicationCodeableConcept": {
+        "coding": [
+            {
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "5093",
+                "display": "haloperidol",
+            }
+        ],
+        "text": "Haloperidol 5 mg tablet",
+    },
+}
+
+
 def peer_request(size: int = 100) -> dict[str, Any]:
-    """baclofen_request with the drafts also in the medications prefetch: HealthChain 0.16.1
-    drops draftOrders, so the peer looks for the draft there (../shared/peers/README.md)."""
+    """baclofen_request with the baclofen draft also in the medications prefetch (HealthChain
+    0.16.1 drops draftOrders, so the peer looks for the draft there: ../shared/peers/README.md)
+    and haloperidol there as an active, RxNorm-coded order, so that the peer's two rules both
+    fire: the same two warnings (baclofen off-label after a stroke; baclofen with a dopamine
+    antagonist) that our rules give on this body."""
     body = baclofen_request(size)
+    baclofen = body["context"]["draftOrders"]["entry"][0]["resource"]
     body["prefetch"]["medications"]["entry"] += [
-        {"resource": e["resource"], "search": {"mode": "match"}}
-        for e in body["context"]["draftOrders"]["entry"]
+        {"resource": resource, "search": {"mode": "match"}}
+        for resource in (baclofen, HALOPERIDOL_ACTIVE)
     ]
     body["prefetch"]["medications"]["total"] = len(body["prefetch"]["medications"]["entry"])
     return body

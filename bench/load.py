@@ -155,10 +155,14 @@ def peer_python(log: Callable[[str], None]) -> Path:
 
 @contextmanager
 def peer(workers: int, folder: Path, warm_body: bytes, python: Path) -> Iterator[Server]:
-    """The HealthChain peer under uvicorn with `workers` workers (its README's command)."""
+    """The HealthChain peer under uvicorn with `workers` workers (its README's command), through
+    bench/peer_uvicorn.py, which gives every connection TCP_NODELAY as `--workers 1` has: with
+    more workers uvicorn 0.54 leaves Nagle on and each keep-alive request waits ~40 ms for a
+    delayed ACK (uvicorn issue #3149; docs/performance.md)."""
     port = free_port()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [str(python), "-m", "uvicorn", "--app-dir", str(PEERS), "healthchain_app:app"]
+    launcher = Path(__file__).resolve().parent / "peer_uvicorn.py"
+    command = [str(python), str(launcher), "--app-dir", str(PEERS), "healthchain_app:app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--log-level", "warning", "--no-access-log"]
     with _running("peer", command, env, port, PEER_PATH, workers, folder, warm_body) as server:
@@ -265,12 +269,36 @@ def _python_load(server: Server, raw: bytes, connections: int, seconds: float) -
 
 
 def drive(server: Server, body: Path, connections: int, seconds: int) -> dict[str, Any]:
-    """`connections` connections POSTing `body` for `seconds` seconds."""
+    """`connections` connections POSTing `body` for `seconds` seconds; also the CPU time the
+    server's processes used meanwhile (a machine shared with the load generator and others
+    gives a server less than its cores, so CPU per request is the steadier figure)."""
+    cpu = server_cpu_seconds(server)
     if shutil.which("wrk"):
         result = _wrk(server, body, connections, seconds)
     else:
         result = _python_load(server, body.read_bytes(), connections, seconds)
-    return {**result, "connections": connections, "seconds": seconds, "workers": server.workers}
+    cpu = server_cpu_seconds(server) - cpu
+    return {
+        **result,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_request": 1000 * cpu / result["requests"] if result["requests"] else 0.0,
+        "connections": connections,
+        "seconds": seconds,
+        "workers": server.workers,
+    }
+
+
+def server_cpu_seconds(server: Server) -> float:
+    """User + system CPU seconds of the server process and its children (the workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in [server.process.pid, *_children(server.process.pid)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
 
 
 def worker_rss(server: Server) -> dict[int, float]:

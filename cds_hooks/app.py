@@ -84,6 +84,7 @@ def _session(settings: settings_module.Settings) -> requests.Session:
         outbound.Destinations(allow_private=fhir.fhir_allow_private),
         ca_bundle=fhir.ca_bundle,
         https_proxy=fhir.https_proxy,
+        pool_size=fhir.fhir_workers,  # one kept connection per parallel FHIR request
     )
 
 

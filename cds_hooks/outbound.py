@@ -301,10 +301,17 @@ def _pools(destinations: Destinations) -> dict[str, type]:
 class PolicyAdapter(HTTPAdapter):
     """Every request is URL-checked; every direct connection goes to a checked address."""
 
-    def __init__(self, destinations: Destinations, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        destinations: Destinations,
+        ssl_context: ssl.SSLContext | None = None,
+        pool_size: int = requests.adapters.DEFAULT_POOLSIZE,
+    ):
         self.destinations = destinations
         self._ssl_context = ssl_context
-        super().__init__(max_retries=0)
+        # Kept connections per host: as many as may run at once (the FHIR executor's threads),
+        # else each search past the pool opens a new connection (and TLS handshake) and drops it.
+        super().__init__(max_retries=0, pool_maxsize=pool_size)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         if self._ssl_context is not None:
@@ -342,7 +349,11 @@ def ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
 
 
 def session(
-    destinations: Destinations, *, ca_bundle: str = "", https_proxy: str = ""
+    destinations: Destinations,
+    *,
+    ca_bundle: str = "",
+    https_proxy: str = "",
+    pool_size: int = requests.adapters.DEFAULT_POOLSIZE,
 ) -> requests.Session:
     """A requests Session for outbound calls under this policy (one per app, shared)."""
     result = requests.Session()
@@ -351,7 +362,9 @@ def session(
     result.trust_env = False
     # Shared by every user's calls: a cookie one EHR call sets must not ride on the next one.
     result.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = PolicyAdapter(destinations, ssl_context(ca_bundle) if ca_bundle else None)
+    adapter = PolicyAdapter(
+        destinations, ssl_context(ca_bundle) if ca_bundle else None, pool_size=pool_size
+    )
     result.mount("https://", adapter)
     result.mount("http://", adapter)
     if https_proxy:

@@ -26,7 +26,11 @@ class FhirSettings:
         20 * 1024 * 1024, integer(min=1024), "Largest FHIR response page accepted, in bytes."
     )
     fhir_workers: int = setting(
-        8, integer(min=1, max=64), "Threads fetching FHIR searches in parallel, per process."
+        36,
+        integer(min=1, max=256),
+        "Threads fetching FHIR searches in parallel, per process, shared by its request threads "
+        "(a call runs up to 9 searches at once: 9 x 4 threads per worker), and the connections "
+        "kept open per FHIR server.",
     )
     allow_http_fhir: bool = setting(
         False,
