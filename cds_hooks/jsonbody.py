@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import chain, compress
 from typing import Any
 
 import orjson
@@ -43,12 +44,71 @@ def parse_json(raw: bytes) -> Any:
     if parsed is _SLOW:
         parsed = _slow_parse(raw)
     raw_bytes = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogatepass")
-    check_limits(
-        parsed,
-        scan_strings=_ODD_ESCAPE.search(raw_bytes) is not None,
-        long_strings=len(raw_bytes) > MAX_STRING_CHARS,  # a string has at most that many chars
-    )
+    scan_strings = _ODD_ESCAPE.search(raw_bytes) is not None
+    long_strings = len(raw_bytes) > MAX_STRING_CHARS  # a string has at most that many chars
+    if scan_strings or len(raw_bytes) < C_WALK_BYTES or not _clean(parsed, long_strings):
+        check_limits(parsed, scan_strings=scan_strings, long_strings=long_strings)
     return parsed
+
+
+# From this size on, `_clean` (loops in C) is cheaper than `_first_breach` (a Python loop over
+# every value): medians in one process, load ~5: 271 kB 2.1 vs 6.8 ms, 0.9 MB 10.9 vs 17.6 ms,
+# 9 MB (string lengths too) 176 vs 195 ms; at 91 kB they are even, at 28 kB `_clean` is slower.
+C_WALK_BYTES = 128_000
+_CONTAINER = frozenset((dict, list)).__contains__
+_DICT = frozenset((dict,)).__contains__
+_LIST = frozenset((list,)).__contains__
+_STR = frozenset((str,)).__contains__
+
+
+def _clean(value: Any, long_strings: bool = True) -> bool:
+    """True when `value` breaches none of the depth, count, key-length and (`long_strings`)
+    string-length limits.
+
+    The same limits as `_first_breach` (which runs, and words the breach, whenever this says
+    False), checked level by level with the loops in C: each level's containers are split by
+    type with `itertools.compress` and measured with `map(len, ...)`; the next level is their
+    values (`chain` over `dict.values` and the lists) filtered to dicts and lists. A level is
+    taken in slices of _SLICE containers, so that the several passes over a slice find it in
+    the CPU cache (whole levels of a 10,000-resource body did not fit: twice the time).
+    U+0000 and lone surrogates are not looked for: callers use `check_limits` when the raw text
+    may hold one.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return False
+    level: list[Any] = [value]
+    depth = total = 0
+    keys: set[str] = set()
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return False
+        below: list[Any] = []
+        for start in range(0, len(level), _SLICE):
+            part = level[start : start + _SLICE]
+            kinds = list(map(type, part))
+            dicts = list(compress(part, map(_DICT, kinds)))
+            lists = list(compress(part, map(_LIST, kinds))) if len(dicts) < len(part) else []
+            if dicts and max(map(len, dicts)) > MAX_OBJECT_MEMBERS:
+                return False
+            if lists and max(map(len, lists)) > MAX_ARRAY_ITEMS:
+                return False
+            total += sum(map(len, part))
+            if total > MAX_VALUES:
+                return False
+            keys.update(*dicts)
+            found = list(chain(chain.from_iterable(map(dict.values, dicts)), *lists))
+            kinds = list(map(type, found))
+            if long_strings and max(map(len, compress(found, map(_STR, kinds))), default=0) > (
+                MAX_STRING_CHARS
+            ):
+                return False
+            below += compress(found, map(_CONTAINER, kinds))
+        level = below
+    return max(map(len, keys), default=0) <= MAX_KEY_CHARS  # JSON keys are strings
+
+
+_SLICE = 256
 
 
 def _slow_parse(raw: bytes | str) -> Any:

@@ -187,7 +187,9 @@ def build_drafts(
 ) -> list[MedOrder]:
     """The hook's draft orders, read once (the pipeline's fast exit needs only these)."""
     draft_resources = bundle_resources(context.get(service.drafts_field))
-    meds = _medications(draft_resources, resources, medications)
+    # Only a medicationReference is looked up; the scan of the whole record is skipped without.
+    referenced = any(r.get("medicationReference") is not None for r in draft_resources)
+    meds = _medications(draft_resources, _on_record(resources), medications) if referenced else {}
     selections = set(as_list(context.get("selections")))
     return [
         _med_order(
@@ -215,13 +217,12 @@ def build_record(
     """Index the request's drafts (unless given, from `build_drafts`) and the patient's data."""
     if drafts is None:
         drafts = build_drafts(service, context, resources, medications, knowledge)
-    meds = _medications(bundle_resources(context.get(service.drafts_field)), resources, medications)
-    by_type: dict[Any, dict[str, Mapping]] = {}  # keyed by resourceType as sent
-    for key_resources in resources.values():
-        for res in key_resources:
-            if isinstance(res, dict):
-                rtype = res.get("resourceType")
-                by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
+    by_type = _by_type(resources)
+    meds = _medications(
+        bundle_resources(context.get(service.drafts_field)),
+        by_type.get("Medication", {}),
+        medications,
+    )
     on_record = [
         _med_order(r, meds, knowledge, draft=False, selected=False)
         for r in by_type.get("MedicationRequest", {}).values()
@@ -241,23 +242,39 @@ def build_record(
     )
 
 
+def _by_type(resources: Mapping[str, list]) -> dict[Any, dict[str, Mapping]]:
+    """The record's resources by resourceType as sent, then reference (the last one of an id)."""
+    by_type: dict[Any, dict[str, Mapping]] = {}
+    for key_resources in resources.values():
+        for res in key_resources:
+            if isinstance(res, dict):
+                rtype = res.get("resourceType")
+                by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
+    return by_type
+
+
+def _on_record(resources: Mapping[str, list]) -> dict[str, Mapping]:
+    """The record's Medications as `_by_type` keeps them, without indexing the rest."""
+    return {
+        ref_of(res) or str(id(res)): res
+        for key_resources in resources.values()
+        for res in key_resources
+        if isinstance(res, dict) and res.get("resourceType") == "Medication"
+    }
+
+
 def _medications(
     draft_resources: Iterable[Mapping],
-    resources: Mapping[str, list],
+    on_record: Mapping[str, Mapping],
     medications: Mapping[str, Mapping],
 ) -> dict[str, Mapping]:
     """Medication resources by reference: the resolver's, then the drafts' bundle's, then the
-    record's (the first source that has a reference wins)."""
+    record's (`on_record`: the first source that has a reference wins)."""
     meds = dict(medications)
     for res in draft_resources:
         ref = ref_of(res)
         if res.get("resourceType") == "Medication" and ref:
             meds.setdefault(ref, res)
-    on_record: dict[str, Mapping] = {}  # the last one of an id, as the record index keeps it
-    for key_resources in resources.values():
-        for res in key_resources:
-            if isinstance(res, dict) and res.get("resourceType") == "Medication":
-                on_record[ref_of(res) or str(id(res))] = res
     for ref, med in on_record.items():
         meds.setdefault(ref, med)
     return meds
@@ -270,19 +287,16 @@ def _selectable(observations: Iterable[Mapping], knowledge: Knowledge) -> list[M
     one lookup per distinct coding, spares every rule a scan of the whole record when the EHR
     ignores the narrowed prefetch template and sends every lab (docs/performance.md).
     """
-    terminology = knowledge.terminology
-    known: dict[tuple[str, str], bool] = {}
+    keys_for_coding = knowledge.terminology.keys_for_coding  # remembers its answers
 
     def coded(concept: Any) -> bool:
-        for coding in as_list(as_dict(concept).get("coding")):
-            system = coding.get("system") if isinstance(coding, dict) else None
-            code = coding.get("code") if isinstance(coding, dict) else None
-            if not isinstance(system, str) or not isinstance(code, str):
-                continue
-            hit = known.get((system, code))
-            if hit is None:
-                hit = known[(system, code)] = bool(terminology.keys_for_coding(system, code))
-            if hit:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list):
+            return False
+        for coding in codings:
+            if isinstance(coding, dict) and keys_for_coding(
+                coding.get("system"), coding.get("code")
+            ):
                 return True
         return False
 

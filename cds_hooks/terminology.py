@@ -46,7 +46,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
@@ -95,6 +95,7 @@ SYSTEM_ALIASES: dict[str, str] = {
 # unrelated notes ("may react", "Julie"), so they are matched by code only.
 TEXT_STOPWORDS = frozenset({"react", "julie", "my way", "new day"})
 
+CODING_CACHE_SIZE = 50_000  # (system, code) answers kept (~10 MB at most)
 _EMPTY: frozenset[str] = frozenset()
 _WORD_SEPARATOR = re.compile(r"[\s\-]+")
 
@@ -107,6 +108,12 @@ SYSTEM_NAMES = {
     LOINC: "LOINC",
     ATC: "ATC",
 }
+
+
+def _is_mapping(value: Any) -> TypeGuard[Mapping[Any, Any]]:
+    # A dict first: isinstance against the Mapping ABC costs ~0.4 us, and the request path asks
+    # it of every coding it looks up (docs/performance.md, "Fixed cost, session 3").
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def system_name(system: str) -> str:
@@ -174,6 +181,7 @@ class Terminology:
 
     def __init__(self, valuesets: Mapping[str, dict[str, Any]]) -> None:
         self._valuesets: dict[str, dict[str, Any]] = dict(valuesets)
+        self._by_coding: dict[tuple[str, str], frozenset[str]] = {}  # keys_for_coding's answers
         self._titles: dict[str, str] = {}
         self._codes: dict[str, list[tuple[str, str, str]]] = {}
         # (system, normalised code) -> keys, including drug groups.
@@ -289,7 +297,19 @@ class Terminology:
         # EHR data is untrusted: anything but two non-empty strings matches nothing.
         if not isinstance(system, str) or not isinstance(code, str) or not system or not code:
             return _EMPTY
-        system = normalize_system(system)
+        # Remembered as sent: a call asks about the same codings many times (every rule, the
+        # record, the kidney-function lookup: ~90 lookups in a 28 kB call), and the answer is a
+        # pure function of the two strings and the value sets, fixed at start. Bounded: a flood
+        # of made-up codes only empties it.
+        cached = self._by_coding.get((system, code))
+        if cached is None:
+            if len(self._by_coding) >= CODING_CACHE_SIZE:
+                self._by_coding.clear()
+            cached = self._by_coding[(system, code)] = self._keys_for_coding(system, code)
+        return cached
+
+    def _keys_for_coding(self, sent: str, code: str) -> frozenset[str]:
+        system = normalize_system(sent)
         assert system is not None
         norm = normalize_code(system, code)
         if not norm:
@@ -308,15 +328,13 @@ class Terminology:
 
     def keys_for_concept(self, concept: Mapping | None) -> frozenset[str]:
         """Union of :meth:`keys_for_coding` over a CodeableConcept's codings (text ignored)."""
-        if not isinstance(concept, Mapping):
+        if not _is_mapping(concept):
             return _EMPTY
         codings = concept.get("coding")
         if not isinstance(codings, list):
             return _EMPTY
         hits = [
-            self.keys_for_coding(c.get("system"), c.get("code"))
-            for c in codings
-            if isinstance(c, Mapping)
+            self.keys_for_coding(c.get("system"), c.get("code")) for c in codings if _is_mapping(c)
         ]
         hits = [h for h in hits if h]
         if not hits:
@@ -329,10 +347,10 @@ class Terminology:
         Such a product (a heparin lock flush, an eye-drop fluoroquinolone) is known and judged:
         the name fallback must not bring it back (clinical-rules.md, Round 2).
         """
-        if not isinstance(concept, Mapping) or not isinstance(concept.get("coding"), list):
+        if not _is_mapping(concept) or not isinstance(concept.get("coding"), list):
             return False
         for coding in concept["coding"]:
-            if not isinstance(coding, Mapping):
+            if not _is_mapping(coding):
                 continue
             system, code = coding.get("system"), coding.get("code")
             if isinstance(system, str) and isinstance(code, str) and system and code:
@@ -375,9 +393,9 @@ class Terminology:
         :meth:`in_valueset`, aliases normalised.
         """
         self._known(keys)
-        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        codings = concept.get("coding") if _is_mapping(concept) else None
         for coding in codings if isinstance(codings, list) else ():
-            if not isinstance(coding, Mapping):
+            if not _is_mapping(coding):
                 continue
             system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
             if not isinstance(system, str) or not isinstance(code, str):
@@ -399,9 +417,9 @@ class Terminology:
         local system" (says nothing about the value set).
         """
         systems = self.systems(*keys)
-        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        codings = concept.get("coding") if _is_mapping(concept) else None
         return any(
-            isinstance(c, Mapping)
+            _is_mapping(c)
             and isinstance(c.get("system"), str)
             and isinstance(c.get("code"), str)
             and c["code"].strip() != ""

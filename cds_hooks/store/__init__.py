@@ -20,7 +20,7 @@ from sqlalchemy.pool import StaticPool
 from cds_hooks.config import boolean, integer, number, path, setting, text
 from cds_hooks.record import MedOrder
 from cds_hooks.store import feedback as feedback_store
-from cds_hooks.store.audit import CallAudit, PatientIds, write_call
+from cds_hooks.store.audit import CallAudit, PatientIds, write_call, write_calls
 from cds_hooks.store.db import database_url, make_engine, migrate, writing
 from cds_hooks.store.replay import ReplayStore
 from cds_hooks.store.reports import Report, rule_report
@@ -207,8 +207,7 @@ class Store:
         return decide(conn, call.hook or "", candidates, self.suppression, at)
 
     def _write_audit(self, conn: Connection, batch: Sequence[CallAudit]) -> None:
-        for call in batch:
-            write_call(conn, call, self.patients)
+        write_calls(conn, batch, self.patients)
 
     def drain(self, timeout: float | None = 30.0) -> bool:
         """Write the queued audit of this process now (tests, reports, feedback lookups)."""

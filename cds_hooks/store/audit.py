@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from cds_hooks.store.db import cards, hook_calls
+from cds_hooks.store.prepared import Prepared
 from cds_hooks.store.suppression import Candidate
 
 PATIENT_MODES = ("plain", "hash")
@@ -58,6 +59,12 @@ class CallAudit:
     skipped: Sequence[str] = ()
 
 
+# Built once: `insert().values(...)` per call made SQLAlchemy build and key a new statement
+# every time (~0.15 ms of a 0.2 ms insert); `Prepared` also skips Core's per-statement work.
+_INSERT_CALL = Prepared(hook_calls.insert())
+_INSERT_CARDS = Prepared(cards.insert())
+
+
 def write_call(
     conn: Connection,
     call: CallAudit,
@@ -67,26 +74,32 @@ def write_call(
 ) -> int:
     """Insert the call and its cards in the caller's transaction; returns the call's row id."""
     suppressed = suppressed or {}
-    inserted = conn.execute(
-        hook_calls.insert().values(
-            hook_instance=_clip(call.hook_instance, 200),
-            service_id=call.service_id,
-            hook=_clip(call.hook, 100),
-            called_at=call.called_at,
-            duration_ms=round(call.duration_ms, 3),
-            status=call.status,
-            patient=_clip(patients.stored(call.patient_id), 200),
-            sources=dict(call.sources),
-            drafts=list(call.drafts),
-            fired=list(call.fired),
-            skipped=list(call.skipped),
-        )
-    ).inserted_primary_key
-    assert inserted is not None  # an INSERT of one row
-    call_id = inserted[0]
+    call_id = _INSERT_CALL.insert_one(conn, _call_row(call, patients))
     if candidates:
-        conn.execute(cards.insert(), [_card_row(call, call_id, c, suppressed) for c in candidates])
-    return int(call_id)
+        _INSERT_CARDS.run(conn, [_card_row(call, call_id, c, suppressed) for c in candidates])
+    return call_id
+
+
+def write_calls(conn: Connection, calls: Sequence[CallAudit], patients: PatientIds) -> None:
+    """Insert calls without cards (the audit queue's batch) in one executemany."""
+    if calls:
+        _INSERT_CALL.run(conn, [_call_row(call, patients) for call in calls])
+
+
+def _call_row(call: CallAudit, patients: PatientIds) -> dict[str, Any]:
+    return {
+        "hook_instance": _clip(call.hook_instance, 200),
+        "service_id": call.service_id,
+        "hook": _clip(call.hook, 100),
+        "called_at": call.called_at,
+        "duration_ms": round(call.duration_ms, 3),
+        "status": call.status,
+        "patient": _clip(patients.stored(call.patient_id), 200),
+        "sources": dict(call.sources),
+        "drafts": list(call.drafts),
+        "fired": list(call.fired),
+        "skipped": list(call.skipped),
+    }
 
 
 def _card_row(

@@ -246,8 +246,12 @@ def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5
     def _begin(conn: Connection) -> None:
         # Writers take the write lock up front: a deferred transaction that reads then writes
         # can fail with SQLITE_BUSY at once instead of waiting out busy_timeout.
+        # Straight on the DBAPI connection: exec_driver_sql's statement machinery cost ~25 us of
+        # every hook call with cards (docs/performance.md, "Fixed cost, session 3").
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # a connection beginning a transaction has one
+        dbapi.execute(f"BEGIN {mode}")
 
     return engine
 

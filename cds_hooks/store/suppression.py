@@ -27,6 +27,7 @@ from cds_hooks import outbound
 from cds_hooks.fhir.read import as_list, codings
 from cds_hooks.record import MedOrder
 from cds_hooks.store.db import cards, feedback, suppression_state
+from cds_hooks.store.prepared import Prepared
 
 SELECT_SIGN = "select-sign"
 OVERRIDDEN = "overridden"
@@ -145,14 +146,17 @@ def _without_ids(value: Any) -> Any:
 
 
 # Built once: compiling a statement per hook call would cost more than running it. A primary-key
-# lookup: at most one row per fingerprint, however long the history.
-_STATE = select(
-    suppression_state.c.fingerprint,
-    suppression_state.c.select_card,
-    suppression_state.c.select_at,
-    suppression_state.c.override_card,
-    suppression_state.c.override_at,
-).where(suppression_state.c.fingerprint.in_(bindparam("fps", expanding=True)))
+# lookup: at most one row per fingerprint, however long the history. One fingerprint per
+# statement (a call has one to three): an expanding IN is re-rendered on every execution.
+_STATE = Prepared(
+    select(
+        suppression_state.c.fingerprint,
+        suppression_state.c.select_card,
+        suppression_state.c.select_at,
+        suppression_state.c.override_card,
+        suppression_state.c.override_at,
+    ).where(suppression_state.c.fingerprint == bindparam("fp"))
+)
 
 
 def decide(
@@ -174,9 +178,8 @@ def decide(
     if not (check_override or check_select):
         return {}
     earlier: dict[str, tuple[str, str]] = {}  # fingerprint -> (why, earlier uuid)
-    for fp, select_card, select_at, override_card, override_at in conn.execute(
-        _STATE, {"fps": sorted(wanted)}
-    ):
+    rows = [row for fp in sorted(wanted) for row in _STATE.rows(conn, {"fp": fp})]
+    for fp, select_card, select_at, override_card, override_at in rows:
         if check_override and override_at and override_at >= now - settings.overridden_window:
             earlier[fp] = (OVERRIDDEN, override_card)
         elif check_select and select_at and select_at >= now - settings.select_sign_window:
@@ -196,20 +199,18 @@ def record_shown(
             latest[c.fingerprint] = c.uuid
     if latest:
         rows = [{"fingerprint": fp, "card": uuid, "at": at} for fp, uuid in sorted(latest.items())]
-        conn.execute(_upsert(conn, "select"), rows)
+        _upsert(conn, "select").run(conn, rows)
 
 
 def record_override(conn: Connection, fingerprint: str, card_uuid: str, at: datetime) -> None:
     """Remember, in place, that a card with this fingerprint was overridden with a reason."""
-    conn.execute(
-        _upsert(conn, "override"), [{"fingerprint": fingerprint, "card": card_uuid, "at": at}]
-    )
+    _upsert(conn, "override").run(conn, [{"fingerprint": fingerprint, "card": card_uuid, "at": at}])
 
 
-_UPSERTS: dict[tuple[str, str], Any] = {}
+_UPSERTS: dict[tuple[str, str], Prepared] = {}
 
 
-def _upsert(conn: Connection, kind: str) -> Any:
+def _upsert(conn: Connection, kind: str) -> Prepared:
     """INSERT ... ON CONFLICT (fingerprint) DO UPDATE, keeping the newer of the two events."""
     key = (conn.dialect.name, kind)
     if key not in _UPSERTS:
@@ -229,17 +230,19 @@ def _upsert(conn: Connection, kind: str) -> Any:
             }
         )
         new = statement.excluded
-        _UPSERTS[key] = statement.on_conflict_do_update(
-            index_elements=[t.c.fingerprint],
-            set_={
-                card.name: new[card.name],
-                at.name: new[at.name],
-                "updated_at": case(
-                    (t.c.updated_at > new.updated_at, t.c.updated_at), else_=new.updated_at
-                ),
-            },
-            # Two workers racing: the older event never replaces the newer.
-            where=or_(at.is_(None), at <= new[at.name]),
+        _UPSERTS[key] = Prepared(
+            statement.on_conflict_do_update(
+                index_elements=[t.c.fingerprint],
+                set_={
+                    card.name: new[card.name],
+                    at.name: new[at.name],
+                    "updated_at": case(
+                        (t.c.updated_at > new.updated_at, t.c.updated_at), else_=new.updated_at
+                    ),
+                },
+                # Two workers racing: the older event never replaces the newer.
+                where=or_(at.is_(None), at <= new[at.name]),
+            )
         )
     return _UPSERTS[key]
 
@@ -274,4 +277,4 @@ def rebuild_state(conn: Connection) -> None:
             newest[fp] = {"fingerprint": fp, "card": uuid, "at": at}
         rows = list(newest.values())
         for i in range(0, len(rows), 500):
-            conn.execute(_upsert(conn, kind), rows[i : i + 500])
+            _upsert(conn, kind).run(conn, rows[i : i + 500])
