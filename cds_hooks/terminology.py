@@ -30,8 +30,12 @@ Matching rules
 * System URIs are normalised from the variants EHRs send (see ``SYSTEM_ALIASES``).
 
 ``keys_for_text`` finds drug names in free text (``medicationCodeableConcept.text``): whole-word,
-case-insensitive, ingredient names plus RxNorm brand names (TTY BN), then adds the drug groups
-that list the drug as a member (text cannot tell a ring from a pill, so no filter applies).
+case-insensitive, ingredient names plus RxNorm brand names (TTY BN). An ingredient name adds the
+drug groups that list the drug as a member (text cannot tell a ring from a pill, so no filter
+applies). A brand name adds only the groups whose expansion lists that brand's code, as the coded
+brand would match: a brand that clinical review took out of a group (Jinteli, menopausal hormone
+therapy, out of the oral contraceptives) or that a group's filter leaves out (a vaginal ring) does
+not come back by its name (clinical-rules.md Round 2: curation wins over names).
 """
 
 from __future__ import annotations
@@ -257,17 +261,20 @@ class Terminology:
         ingredients = [
             k for k in drug_keys if not any(k.startswith(other + "-") for other in drug_keys)
         ]
-        names: dict[str, set[str]] = defaultdict(set)
+        names: dict[str, set[str]] = defaultdict(set)  # name -> every key it stands for
         for key in ingredients:
-            names[_text_name(key.split("/", 1)[1])].add(key)
+            name = _text_name(key.split("/", 1)[1])
+            names[name] |= {key} | self._groups_of((key,))
             for entry in self._valuesets[key]["expansion"]["contains"]:
                 if _extension_value(entry, EXT_TTY) == "BN":
                     brand = _text_name(entry.get("display", ""))
                     if brand and brand not in TEXT_STOPWORDS:
-                        names[brand].add(key)
-        self._text_keys = {
-            name: frozenset(keys | self._groups_of(keys)) for name, keys in names.items()
-        }
+                        # The brand's own code decides its groups (curation and filters kept).
+                        system = normalize_system(entry["system"]) or ""
+                        coded = self._exact.get((system, normalize_code(system, entry["code"])))
+                        groups = self._groups_of((key,)) & (coded or _EMPTY)
+                        names[brand] |= {key} | groups
+        self._text_keys = {name: frozenset(keys) for name, keys in names.items()}
         self._text_pattern = _names_pattern(names)
         condition_names: dict[str, set[str]] = defaultdict(set)
         for key, vs in self._valuesets.items():

@@ -296,3 +296,85 @@ def test_bipolar_in_remission_stays_a_warning(call):
     # F31.75: bipolar disorder, in full remission, most recent episode depressed.
     bipolar_remission = (ICD10, "F31.75", "Bipolar disorder, in full remission")
     assert cards_for(call, "BAC-NEUROPSYCH", [condition("c1", bipolar_remission)]) == ["warning"]
+
+
+# -- BAC-PREGNANCY, planning a pregnancy (clinical-rules.md Round 2) --------------------------
+
+WANTS_PREGNANCY = (SNOMED, "454411000124108", "Wants to become pregnant (finding)")
+YES = (LOINC, "LA26438-4", "Yes, I want to become pregnant")
+NO = (LOINC, "LA26440-0", "No, I don't want to become pregnant")
+UNSURE = (LOINC, "LA14072-5", "Unsure")
+
+
+def intention(oid, days, answer, status="final"):
+    """LOINC 86645-9 Pregnancy intention in the next year, answered `answer` `days` ago."""
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": status,
+        "subject": {"reference": f"Patient/{PATIENT_ID}"},
+        "code": {
+            "coding": [
+                {
+                    "system": LOINC,
+                    "code": "86645-9",
+                    "display": "Pregnancy intention in the next year - Reported",
+                }
+            ]
+        },
+        "effectiveDateTime": days_ago(days),
+        "valueCodeableConcept": {
+            "coding": [{"system": answer[0], "code": answer[1], "display": answer[2]}]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("conditions", "observations", "expected"),
+    [
+        ([condition("c1", WANTS_PREGNANCY)], [], ["info"]),
+        ([condition("c1", WANTS_PREGNANCY, clinical="resolved")], [], []),
+        ([condition("c1", WANTS_PREGNANCY, verification="entered-in-error")], [], []),
+        ([], [intention("i1", 10, YES)], ["info"]),
+        ([], [intention("i1", 10, WANTS_PREGNANCY)], ["info"]),  # SNOMED CT answer
+        ([], [intention("i1", 10, (LOINC, "LA33-6", "Yes"))], ["info"]),  # generic yes
+        ([], [intention("i1", 10, NO)], []),
+        ([], [intention("i1", 10, UNSURE)], []),
+        ([], [intention("i1", 10, (LOINC, "LA32-8", "No"))], []),
+        ([], [intention("i1", 10, YES, status="entered-in-error")], []),
+        # asked "in the next year": an answer older than 365 days is not current
+        ([], [intention("i1", 365, YES)], ["info"]),
+        ([], [intention("i1", 366, YES)], []),
+        # the latest answer decides
+        ([], [intention("i1", 100, YES), intention("i2", 10, NO)], []),
+        ([], [intention("i1", 100, NO), intention("i2", 10, YES)], ["info"]),
+        # pregnancy outranks planning: one card per order, the warning
+        ([condition("c1", PREGNANT)], [intention("i1", 10, YES)], ["warning"]),
+        ([condition("c1", WANTS_PREGNANCY), condition("c2", PREGNANT)], [], ["warning"]),
+    ],
+)
+def test_planning_pregnancy(call, conditions, observations, expected):
+    assert cards_for(call, "BAC-PREGNANCY", conditions, observations) == expected
+
+
+def test_planning_card_names_its_evidence_and_offers_no_cancel(call):
+    body = hook_request(
+        [med_request("d1", dose_mg=5, per_day=3)],
+        conditions=[condition("c0", MS)],
+        medications=[PRIOR],
+        observations=[intention("i1", 10, YES)],
+    )
+    status, answer = call(body)
+    assert status == 200
+    (card,) = [c for c in answer["cards"] if c["source"]["topic"]["code"] == "BAC-PREGNANCY"]
+    assert (
+        card["summary"] == "Baclofen: patient wishes to become pregnant; discuss before prescribing"
+    )
+    assert f"Yes, I want to become pregnant (Observation/i1, {days_ago(10)})" in card["detail"]
+    assert "suggestions" not in card or card["suggestions"] == []
+
+
+def test_the_pregnancy_search_asks_for_the_intention_question(knowledge):
+    from cds_hooks.services import prefetch_templates
+
+    assert "http://loinc.org|86645-9" in prefetch_templates(knowledge)["pregnancy"]

@@ -8,6 +8,7 @@ from tests.factories import (
     BACLOFEN_IT,
     ICD10,
     MS,
+    SNOMED,
     condition,
     hook_request,
     med_request,
@@ -92,6 +93,45 @@ def test_dialysis_condition_says_particularly_low_dose(call):
 def test_ckd_stage_4_condition_without_labs(call):
     ckd4 = condition("c2", (ICD10, "N18.4", "Chronic kidney disease, stage 4 (severe)"))
     assert [c["indicator"] for c in renal_cards(call, conditions=[ckd4])] == ["warning"]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        # Round 2 renal fallback: kidney failure (not stated as acute) warns like CKD 4-5 ...
+        ((ICD10, "N19", "Unspecified kidney failure"), "warning"),
+        ((SNOMED, "42399005", "Renal failure syndrome"), "warning"),
+        # ... an acute kidney injury alone informs (and suggests a serum creatinine).
+        ((ICD10, "N17.9", "Acute kidney failure, unspecified"), "info"),
+        ((SNOMED, "14669001", "Acute renal failure syndrome"), "info"),
+        ((ICD10, "O90.49", "Other postpartum acute kidney failure"), "info"),
+    ],
+)
+def test_kidney_failure_warns_and_acute_kidney_injury_informs_without_labs(call, code, expected):
+    cards = renal_cards(call, conditions=[condition("c2", code)])
+    assert [c["indicator"] for c in cards] == [expected]
+    assert code[1] in cards[0]["detail"]
+    actions = [a["type"] for s in cards[0].get("suggestions", []) for a in s["actions"]]
+    assert actions == (["create"] if expected == "info" else [])
+
+
+@pytest.mark.parametrize(
+    "code",
+    [(ICD10, "N19", "Unspecified kidney failure"), (ICD10, "N17.9", "Acute kidney failure")],
+)
+@pytest.mark.parametrize(("value", "expected"), [(65, []), (45, ["info"]), (25, ["warning"])])
+def test_a_recent_lab_decides_over_a_kidney_failure_or_injury_condition(
+    call, code, value, expected
+):
+    cards = renal_cards(call, [egfr(value)], conditions=[condition("c2", code)])
+    assert [c["indicator"] for c in cards] == expected
+
+
+def test_kidney_failure_wins_over_an_acute_kidney_injury(call):
+    failure = condition("c2", (ICD10, "N19", "Unspecified kidney failure"))
+    aki = condition("c3", (ICD10, "N17.9", "Acute kidney failure, unspecified"))
+    cards = renal_cards(call, conditions=[aki, failure])
+    assert [c["indicator"] for c in cards] == ["warning"]
 
 
 def test_ckd_stage_3_condition_alone_is_quiet(call):

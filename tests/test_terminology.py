@@ -283,6 +283,35 @@ def test_keys_for_text_matches(term, text, expected):
     assert not any(k in keys for k in (BACLOFEN_ORAL, BACLOFEN_IT, "drug/tizanidine-oral"))
 
 
+OC = "drug-group/oral-contraceptives"
+
+
+@pytest.mark.parametrize(
+    ("text", "in_group"),
+    [
+        # Brands the clinical review took out of the group (menopausal hormone therapy, a
+        # progestin for bleeding, a fibroid treatment): curation wins over the name (Round 2).
+        ("Jinteli 1 mg / 5 mcg oral tablet", False),
+        ("Fyavolv", False),
+        ("Jevantique Lo", False),
+        ("Aygestin 5 mg", False),
+        ("Gallifrey", False),
+        ("Myfembree", False),
+        # Brands the group's own filter leaves out (rings, patches): not pills.
+        ("NuvaRing", False),
+        ("Xulane patch", False),
+        ("Annovera", False),
+        # A brand in the group, and bare ingredient names (text cannot tell the form), still count.
+        ("Plan B One-Step", True),
+        ("ethinyl estradiol / norethindrone tablet", True),
+    ],
+)
+def test_a_brand_name_counts_for_a_group_only_as_its_code_would(term, text, in_group):
+    keys = term.keys_for_text(text)
+    assert keys & {"drug/ethinyl-estradiol", "drug/norethindrone", "drug/levonorgestrel"}, keys
+    assert (OC in keys) is in_group, keys
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -11,6 +11,7 @@ from tests.factories import (
     ICD10,
     LOINC,
     PATIENT_ID,
+    SNOMED,
     TIZANIDINE_4_TAB,
     hook_request,
     med_request,
@@ -119,6 +120,9 @@ def test_cockcroft_gault_estimate_counts_as_clearance(call):
         ((ICD10, "N18.4", "Chronic kidney disease, stage 4 (severe)"), ["warning"]),
         ((ICD10, "Z99.2", "Dependence on renal dialysis"), ["warning"]),
         ((ICD10, "N18.30", "Chronic kidney disease, stage 3 unspecified"), []),
+        # Round 2 renal fallback: kidney failure not stated as acute warns too
+        ((ICD10, "N19", "Unspecified kidney failure"), ["warning"]),
+        ((SNOMED, "42399005", "Renal failure syndrome"), ["warning"]),
     ],
 )
 def test_kidney_condition_without_any_value(call, code, expected):
@@ -127,6 +131,40 @@ def test_kidney_condition_without_any_value(call, code, expected):
     assert [c["indicator"] for c in cards] == expected
     if expected:
         assert code[1] in cards[0]["detail"]
+
+
+AKI = (ICD10, "N17.9", "Acute kidney failure, unspecified")
+
+
+@pytest.mark.parametrize("birth_date", [AGED_64, AGED_65, "1990-05-01"])
+def test_acute_kidney_injury_without_a_value_informs_at_any_age(call, birth_date):
+    body = hook_request(
+        [tizanidine()], conditions=[make_condition("c1", AKI)], pat=patient(birth_date)
+    )
+    cards = renal_cards(call, body)
+    # One card, the acute kidney injury one, also for a patient aged 65 (not the age card too).
+    assert [c["indicator"] for c in cards] == ["info"]
+    assert cards[0]["summary"].startswith("Tizanidine: acute kidney injury on record")
+    assert "N17.9" in cards[0]["detail"]
+    (suggestion,) = cards[0]["suggestions"]
+    (action,) = suggestion["actions"]
+    ServiceRequest.model_validate(action["resource"])
+    assert action["resource"]["code"]["coding"][0]["code"] == CREATININE
+
+
+@pytest.mark.parametrize(("value", "expected"), [(24.9, ["warning"]), (25, []), (60, [])])
+def test_a_recent_value_decides_over_an_acute_kidney_injury(call, value, expected):
+    body = hook_request(
+        [tizanidine()],
+        conditions=[make_condition("c1", AKI)],
+        observations=[observation("o1", CRCL, value)],
+    )
+    assert [c["indicator"] for c in renal_cards(call, body)] == expected
+
+
+def test_an_acute_kidney_injury_resolved_is_no_finding(call):
+    body = hook_request([tizanidine()], conditions=[make_condition("c1", AKI, clinical="resolved")])
+    assert renal_cards(call, body) == []
 
 
 def test_dialysis_warns_even_next_to_an_egfr_above_the_threshold(call):

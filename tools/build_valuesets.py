@@ -11,14 +11,15 @@ and a clean ``git diff``. Every ValueSet is validated with fhir.resources (R4B m
 is written; the service itself reads the files as plain JSON.
 
 Curated changes live in ``tools/valueset_additions.json``, one object per key: ``entries`` adds a
-key the research lacks (or, with ``"extend": true``, appends to one), ``group`` defines a drug
-group the research lacks (``members`` and ``atc_class_prefixes``, as in groups.json), and
-``exclude`` drops codes after clinical review. ``exclude`` is a list of rules, each with a ``why``
-and one or more selectors: ``codes`` (exact codes), ``display_pattern`` (a regular expression
-searched in the display) and ``tty`` (RxNorm term types); a plain list of codes with a key-level
-``why`` is also accepted. Exclusions apply after entries are added, every rule must remove
-something, and the reason and the removed codes are written into the ValueSet description (and
-the description of any drug group the key is a member of).
+key the research lacks (or, with ``"extend": true``, appends to one), ``group`` defines a drug group
+the research lacks (``members`` and ``atc_class_prefixes``, as in groups.json), and ``exclude``
+drops codes after clinical review, and ``note`` (on any key) says why a curated key exists; it is
+written into the ValueSet description. ``exclude`` is a list of rules, each with a ``why`` and one
+or more selectors: ``codes`` (exact codes), ``display_pattern`` (a regular expression searched in
+the display) and ``tty`` (RxNorm term types); a plain list of codes with a key-level ``why`` is also
+accepted. Exclusions apply after entries are added, every rule must remove something, and the reason
+and the removed codes are written into the ValueSet description (and the description of any drug
+group the key is a member of).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ TITLES: dict[str, str] = {
     "drug-group/ecqm-potentially-harmful-antipsychotics-older-adults": (
         "Potentially harmful antipsychotics in older adults (eCQM)"
     ),
-    "condition/acute-kidney-injury-renal-failure": "Acute kidney injury / renal failure",
+    "condition/acute-kidney-injury-renal-failure": "Acute kidney injury (acute kidney failure)",
     "condition/cns-infection-meningitis-epidural-abscess": (
         "CNS infection (meningitis, epidural abscess)"
     ),
@@ -226,6 +227,7 @@ def _description(
     group: Any,
     parent: str | None = None,
     exclusions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    note: str | None = None,
 ) -> str:
     exclusions = exclusions or {}
     parts = [f"{title}. {PROVENANCE}"]
@@ -269,6 +271,8 @@ def _description(
                     f"Member {member} has {removed} codes removed by curated exclusions (see "
                     "that ValueSet); they are not in this group either."
                 )
+    if note:
+        parts.append(f"Curation note (tools/valueset_additions.json): {note}")
     parts.append(f"Source key: {key}.")
     return " ".join(parts)
 
@@ -280,6 +284,7 @@ def build_valueset(
     exclusions: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     curated_out: Sequence[tuple[str, str, str]] = (),
     text_names: Sequence[str] = (),
+    note: str | None = None,
 ) -> dict[str, Any]:
     group = groups.get(key)
     parent = form_subset_of(key, codes)
@@ -301,7 +306,7 @@ def build_valueset(
         "status": "active",
         "date": DATE,
         "publisher": PUBLISHER,
-        "description": _description(key, title, entries, group, parent, exclusions),
+        "description": _description(key, title, entries, group, parent, exclusions, note),
         "expansion": {
             "timestamp": TIMESTAMP,
             "total": len(entries),
@@ -346,9 +351,12 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     exclusions: dict[str, list[dict[str, Any]]] = {}
     curated_out: dict[str, list[tuple[str, str, str]]] = {}
     text_names: dict[str, list[str]] = {}
+    notes: dict[str, str] = {}
     for key, added in additions.items():
         if key.startswith("_"):
             continue
+        if added.get("note"):
+            notes[key] = added["note"]
         if added.get("text_names"):
             text_names[key] = list(added["text_names"])
         if added.get("extend"):
@@ -377,7 +385,13 @@ def build_all(terminology_dir: Path) -> dict[str, dict[str, Any]]:
     keys += sorted(k for k in groups if k not in codes and k.startswith("drug-group/"))
     return {
         key: build_valueset(
-            key, codes, groups, exclusions, curated_out.get(key, ()), text_names.get(key, ())
+            key,
+            codes,
+            groups,
+            exclusions,
+            curated_out.get(key, ()),
+            text_names.get(key, ()),
+            notes.get(key),
         )
         for key in sorted(keys)
     }

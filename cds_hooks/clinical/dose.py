@@ -24,7 +24,9 @@ How the figure is built (BAC-DOSE / TIZ-DOSE in clinical-rules.md):
 
 * a line with no dose but a RATE (an ITB pump: ``doseAndRate[].rateQuantity`` such as 150 ug/d or
   6.25 ug/h, or ``rateRatio`` such as 150 mcg per 1 d) is read as that amount a day; per-hour
-  rates are multiplied by 24 (the rate is continuous; the timing is not applied again).
+  rates are multiplied by 24 (the rate is continuous; the timing is not applied again). A rate
+  range or an amount with no period is no daily dose. ``rates`` is the one rate reader: every
+  rate of a line with its mass unit's scale (ITB-PATHWAY's mg-for-mcg check reads it too).
 
 Units: mg, g, mcg/ug (UCUM ``mg``, ``g``, ``ug``). Tablets, capsules, pills, packets and mL need
 the product strength (see ``strength_from_text``); anything else is ``DoseUnknown`` with the
@@ -236,13 +238,39 @@ def _dose_candidates(dosage: Mapping) -> list[tuple[dict, str]]:
 _RATE_UNIT_RE = re.compile(r"^(.+?)/\(?(\d+(?:\.\d+)?)?\.?([a-z]+)\)?$")
 
 
-def _rate_quantity_per_day(qty: Mapping, strength: Strength) -> tuple[float, str] | str:
-    """mg a day of a rateQuantity such as 150 ug/d or 6.25 mcg/h (per-hour rates x 24)."""
+@dataclass(frozen=True)
+class Rate:
+    """One rate of a Dosage line (an ITB pump), read: the amount in mg per period."""
+
+    mg: float  # the amount, in mg
+    days: float | None  # the period in days; None when the unit names none (a bare "2 mg")
+    shown: str  # as written: "0.5 mg/h", "100 mcg per 1 d"
+    words: str  # how the amount was read, for a dose basis: "rate 0.5 mg/h", with a strength
+    mass_mg: float | None  # mg per unit of the mass unit written (1 mg, 1000 g, 0.001 mcg);
+    # None when the amount is not a mass (mL with a concentration)
+    range_high: bool = False  # the high end of a rateRange, not a rate as such
+
+    @property
+    def mg_per_day(self) -> float | None:
+        """The amount a day (a per-hour rate is 24 times it); None with no period."""
+        return None if self.days is None else _round(self.mg / self.days)
+
+
+def _mass_mg(qty: Mapping) -> float | None:
+    """mg per unit of the Quantity's mass unit (the UCUM code first), or None if not a mass."""
+    return next((MASS_MG[key] for key in _unit_keys(qty) if key in MASS_MG), None)
+
+
+def _rate_quantity(qty: Mapping, strength: Strength, range_high: bool = False) -> Rate | str:
+    """A rateQuantity such as 150 ug/d, 6.25 mcg/h or mg/(24.h); a bare mass unit has no period."""
     amount = _number(qty.get("value"))
     if amount is None or amount <= 0:
         return "the rate has no positive value"
-    shown = _unit_shown(qty)
+    shown = f"{fmt(amount)} {_unit_shown(qty)}"
     for key in _unit_keys(qty):
+        if key in MASS_MG:  # "2 mg" as a rate: an amount with no period
+            mg = amount * MASS_MG[key]
+            return Rate(mg, None, shown, f"rate {shown}", MASS_MG[key], range_high)
         match = _RATE_UNIT_RE.match(key.replace(" ", ""))
         if match is None:
             continue
@@ -252,16 +280,16 @@ def _rate_quantity_per_day(qty: Mapping, strength: Strength) -> tuple[float, str
             continue
         mass = _to_mg({"value": amount, "code": unit}, strength)
         if isinstance(mass, str):
-            return f"rate {fmt(amount)} {shown}: {mass}"
-        words = f"rate {fmt(amount)} {shown}"
+            return f"rate {shown}: {mass}"
+        words = f"rate {shown}"
         if " x " in mass[1]:  # converted with the strength: say how
             words += f" ({mass[1]} per {fmt(float(count) if count else 1.0)} {period_unit})"
-        return mass[0] / days, words
-    return f"the rate unit {shown!r} is not an amount per time"
+        return Rate(mass[0], days, shown, words, MASS_MG.get(unit), range_high)
+    return f"the rate unit {_unit_shown(qty)!r} is not an amount per time"
 
 
-def _rate_ratio_per_day(ratio: Mapping, strength: Strength) -> tuple[float, str] | str:
-    """mg a day of a rateRatio such as 150 mcg per 1 d or 6.25 ug per 1 h."""
+def _rate_ratio(ratio: Mapping, strength: Strength) -> Rate | str:
+    """A rateRatio such as 150 mcg per 1 d or 6.25 ug per 1 h."""
     numerator = as_dict(ratio.get("numerator"))
     denominator = as_dict(ratio.get("denominator"))
     mass = _to_mg(numerator, strength)
@@ -272,7 +300,35 @@ def _rate_ratio_per_day(ratio: Mapping, strength: Strength) -> tuple[float, str]
     days = period_days(value, unit)
     if days is None:
         return f"rate ratio: period {value!r} {unit!r} is not understood"
-    return mass[0] / days, f"rate {mass[1]} per {fmt(float(value))} {unit}"
+    amount = _number(numerator.get("value"))
+    shown = f"{fmt(amount or 0)} {_unit_shown(numerator)} per {fmt(float(value))} {unit}"
+    return Rate(
+        mass[0], days, shown, f"rate {mass[1]} per {fmt(float(value))} {unit}", _mass_mg(numerator)
+    )
+
+
+def _read_rates(dosage: Mapping, strength: Strength) -> list[Rate | str]:
+    """Each rate of a Dosage line, read (or why not): per doseAndRate entry ("ordered" first,
+    then the STU3 Dosage-level fields) its rateQuantity, rateRange.high and rateRatio."""
+    raw = dosage.get("doseAndRate")
+    entries = [e for e in ([raw] if isinstance(raw, dict) else as_list(raw)) if isinstance(e, dict)]
+    entries.sort(key=lambda entry: not _entry_is_ordered(entry))
+    found: list[Rate | str] = []
+    for holder in [*entries, dosage]:
+        if isinstance(holder.get("rateQuantity"), dict):
+            found.append(_rate_quantity(holder["rateQuantity"], strength))
+        high = as_dict(holder.get("rateRange")).get("high")
+        if isinstance(high, dict):
+            found.append(_rate_quantity(high, strength, range_high=True))
+        if isinstance(holder.get("rateRatio"), dict):
+            found.append(_rate_ratio(holder["rateRatio"], strength))
+    return found
+
+
+def rates(dosage: Mapping, strength: Strength = None) -> list[Rate]:
+    """Every rate of a Dosage line that reads as an amount (per time, or a bare mass): the one
+    rate reader, for the daily dose here and ITB-PATHWAY's unit check."""
+    return [r for r in _read_rates(dosage, strength) if isinstance(r, Rate)]
 
 
 def _rate_per_day(dosage: Mapping, strength: Strength) -> tuple[float, str] | str | None:
@@ -280,23 +336,19 @@ def _rate_per_day(dosage: Mapping, strength: Strength) -> tuple[float, str] | st
 
     ``doseAndRate[].rateQuantity`` in amount per time (UCUM ug/d, ug/h, mg/(24.h); mcg too) or
     ``rateRatio`` (amount per period); "ordered" entries first, then the STU3 Dosage-level ones.
-    A per-hour rate is 24 times that a day. ``rateRange`` is not read (no guess between bounds).
+    A per-hour rate is 24 times that a day. ``rateRange`` is not a rate (no guess between
+    bounds), and neither is an amount with no period.
     """
-    raw = dosage.get("doseAndRate")
-    entries = [e for e in ([raw] if isinstance(raw, dict) else as_list(raw)) if isinstance(e, dict)]
-    entries.sort(key=lambda entry: not _entry_is_ordered(entry))
     reason: str | None = None
-    for holder in [*entries, dosage]:
-        found: tuple[float, str] | str | None = None
-        if isinstance(holder.get("rateQuantity"), dict):
-            found = _rate_quantity_per_day(holder["rateQuantity"], strength)
-        elif isinstance(holder.get("rateRatio"), dict):
-            found = _rate_ratio_per_day(holder["rateRatio"], strength)
-        elif isinstance(holder.get("rateRange"), dict):
-            found = "only a rate range is given, not a rate"
-        if isinstance(found, tuple):
-            return found
-        reason = reason or found
+    for found in _read_rates(dosage, strength):
+        if isinstance(found, str):
+            reason = reason or found
+        elif found.range_high:
+            reason = reason or "only a rate range is given, not a rate"
+        elif found.days is None:
+            reason = reason or f"the rate {found.shown!r} is not an amount per time"
+        else:
+            return found.mg / found.days, found.words
     return reason
 
 

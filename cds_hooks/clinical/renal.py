@@ -13,9 +13,14 @@ Priority, by calendar day (UTC) of the result:
    clearance wins (it is what the label thresholds are written in);
 2. a Cockcroft-Gault estimate, only when its serum creatinine is from a later day than every
    usable measured value (or there is none);
-3. an active CKD stage 4-5 / ESRD / dialysis Condition;
-4. an active acute kidney injury / kidney failure Condition (kind "acute-condition"):
-   clinical-rules.md Round 2, renal fallback.
+3. an active CKD stage 4-5 / ESRD / dialysis / kidney failure Condition (kind "condition");
+4. an active acute kidney injury Condition (kind "acute-condition").
+
+Steps 3 and 4 are clinical-rules.md Round 2, "Renal fallback": kidney failure and dialysis are
+severe (the rules warn), an acute kidney injury says only that the current value is unknown (the
+rules inform and suggest a serum creatinine). Kidney failure not stated as acute (ICD-10-CM N19,
+SNOMED CT 42399005) is its own value set, condition/kidney-failure, apart from acute kidney
+injury (condition/acute-kidney-injury-renal-failure).
 
 The ``dialysis`` flag is set whenever an active dialysis Condition exists, whatever the source of
 the value. Thresholds and look-backs are the caller's (rule settings and knowledge/common.json);
@@ -96,7 +101,8 @@ class RenalValueSets:
     weight: str = "observation/body-weight"  # LOINC 29463-7 body weight, 3141-9
     ckd_severe: str = "condition/ckd-severe"  # CKD stage 4/5, ESRD conditions
     dialysis: str = "condition/dialysis"  # dialysis dependence conditions
-    aki: str = "condition/acute-kidney-injury-renal-failure"  # acute kidney injury / failure
+    kidney_failure: str = "condition/kidney-failure"  # kidney failure not stated as acute
+    aki: str = "condition/acute-kidney-injury-renal-failure"  # acute kidney injury
     # An eGFR a card names by its equation (the value set's title); any other is just "eGFR".
     egfr_equations: tuple[str, ...] = (
         "observation/egfr-ckd-epi-2021",
@@ -126,6 +132,7 @@ class _RenalCodes:
     weight: _Codes
     ckd_severe: _Codes
     dialysis: _Codes
+    kidney_failure: _Codes
     aki: _Codes
     equations: tuple[_Codes, ...]
 
@@ -141,6 +148,7 @@ class _RenalCodes:
             weight=codes(sets.weight),
             ckd_severe=codes(sets.ckd_severe),
             dialysis=codes(sets.dialysis),
+            kidney_failure=codes(sets.kidney_failure),
             aki=codes(sets.aki),
             equations=tuple(codes(key) for key in sets.egfr_equations),
         )
@@ -163,7 +171,7 @@ class RenalFunction:
     when: datetime | None
     source: str | None  # "Observation/abc" or "Condition/xyz"
     dialysis: bool = False  # an active dialysis Condition exists (whatever the kind)
-    severe_condition: bool = False  # kind "condition" from CKD 4/5 or ESRD
+    severe_condition: bool = False  # kind "condition" from CKD 4/5, ESRD or kidney failure
 
     def describe(self) -> str:
         """One sentence for a card: what, value with unit, when."""
@@ -390,7 +398,7 @@ _Found = list[tuple[Mapping, tuple]]
 def _kidney_conditions(
     conditions: list[Mapping], codes: _RenalCodes
 ) -> tuple[_Found, _Found, _Found]:
-    """(dialysis, CKD 4-5 / ESRD, acute kidney injury / failure) present Conditions."""
+    """(dialysis, CKD 4-5 / ESRD / kidney failure, acute kidney injury) present Conditions."""
     dialysis: _Found = []
     severe: _Found = []
     acute: _Found = []
@@ -402,7 +410,9 @@ def _kidney_conditions(
         # Checked independently: "ESRD on dialysis" codes may sit in both sets.
         if hit := codes.dialysis.match(condition.get("code")):
             dialysis.append((condition, hit))
-        if hit := codes.ckd_severe.match(condition.get("code")):
+        if hit := codes.ckd_severe.match(condition.get("code")) or codes.kidney_failure.match(
+            condition.get("code")
+        ):
             severe.append((condition, hit))
         if hit := codes.aki.match(condition.get("code")):
             acute.append((condition, hit))

@@ -24,6 +24,17 @@ that is not converted) is skipped: it neither warns nor hides an earlier positiv
 tie in time a positive result wins. An active pregnancy condition warns whatever the tests say:
 the problem list is the clinician's statement, and a stale one is for the override reason "record
 out of date", not for this rule to guess.
+
+Planning a pregnancy (clinical-rules.md Round 2; [P]: "if you are pregnant or wish to become
+pregnant"): when baclofen is ordered and the record shows a recorded intention to become pregnant,
+and no pregnancy, then inform (one card per order; pregnancy, when present, gives the warning
+instead). A recorded intention is an active problem-list finding in `planning_condition`
+(SNOMED CT 454411000124108 Wants to become pregnant), or the latest usable answer to the pregnancy
+intention question (`intention_observation`, LOINC 86645-9 "Pregnancy intention in the next year")
+from at most `planning_observation_max_age_days` ago being in `intention_yes` (LOINC LA26438-4,
+SNOMED CT 454411000124108, the generic LOINC Yes LA33-6). Any other latest answer (no, unsure,
+either way) is no intention and gives no card. The codes and what was left out unverified are in
+the value sets' descriptions (tools/valueset_additions.json).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
@@ -68,7 +79,7 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
     if (line := _latest_positive(ctx)) is not None:
         evidence.append(line)
     if not evidence:
-        return findings
+        return _planning(ctx)
     for order in ctx.targets("drug/baclofen"):
         if not order.current:
             continue  # a stop is not new therapy; BAC-TAPER judges how it stops
@@ -86,6 +97,55 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
             continue
         findings.append(_taper_finding(ctx, order, current, facts, lines))
     return findings
+
+
+def _planning(ctx) -> list[Finding]:
+    """Info cards when the record shows an intention to become pregnant (and no pregnancy)."""
+    evidence = [
+        c.label() for c in ctx.record.conditions_in(ctx.settings.keys("planning_condition"))
+    ]
+    if (line := _latest_intention(ctx)) is not None:
+        evidence.append(line)
+    if not evidence:
+        return []
+    return [
+        Finding(
+            RULE_ID,
+            "planning",
+            order.ref,
+            {"order": order.label(), "evidence": "; ".join(evidence)},
+            (f"Order: {order.label()}", *evidence),
+        )
+        for order in ctx.targets("drug/baclofen")
+        if order.current  # a stop is not new therapy
+    ]
+
+
+def _latest_intention(ctx) -> str | None:
+    """The evidence line of the latest usable pregnancy intention answer, when it is a yes."""
+    terminology = ctx.knowledge.terminology
+    question = ctx.settings.keys("intention_observation")
+    yes = ctx.settings.keys("intention_yes")
+    max_days = int(ctx.settings.value("planning_observation_max_age_days"))
+    today = ctx.now.astimezone(UTC).date()
+    latest: tuple[datetime, Mapping] | None = None
+    for obs in ctx.record.observations:
+        when = effective_time(obs)
+        if not status.observation_usable(obs) or when is None:
+            continue
+        if (today - when.astimezone(UTC).date()).days > max_days:  # calendar days
+            continue
+        if not terminology.in_valueset(obs.get("code"), *question):
+            continue
+        if latest is None or when > latest[0]:
+            latest = (when, obs)
+    if latest is None:
+        return None
+    when, obs = latest
+    if not terminology.in_valueset(obs.get("valueCodeableConcept"), *yes):
+        log.info("%s: latest pregnancy intention %s is not a yes", RULE_ID, ref_of(obs))
+        return None
+    return _line(obs, obs.get("code"), when)
 
 
 def _current_baclofen(ctx, order: MedOrder) -> MedOrder | None:

@@ -3,8 +3,10 @@
 When oral baclofen is ordered and the most recent creatinine clearance or eGFR (else a
 Cockcroft-Gault estimate, else a CKD stage 4-5, kidney failure or dialysis condition) is below
 30 mL/min, or the patient is on dialysis, then warn. When it is 30-59 mL/min, then inform:
-consider a reduced dose. With no usable recent value and only an active acute kidney injury
-condition, inform and suggest a serum creatinine (clinical-rules.md Round 2). Baclofen is
+consider a reduced dose. Renal fallback (clinical-rules.md Round 2): with no usable recent value,
+an active kidney failure (condition/kidney-failure: ICD-10-CM N19, SNOMED CT 42399005), CKD 4-5
+or dialysis condition warns, and an active acute kidney injury alone informs and suggests a serum
+creatinine; a usable recent value always decides over a condition (except dialysis). Baclofen is
 excreted primarily unchanged by the kidney: give it with caution, a dose reduction may be
 necessary [L]; kidney disease needs a careful benefit/risk discussion [P]. For
 dialysis-dependent patients the card names the Canadian product monograph's particularly low

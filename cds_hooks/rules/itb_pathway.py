@@ -13,9 +13,10 @@ When intrathecal baclofen is ordered and
     screening doses are 50-100 mcg;
   - else, a DAILY amount stated in mg (or g): a scheduled dose (a dosage line with a frequency,
     converted to mg per day) or a RATE (`doseAndRate[].rateQuantity`, `rateRange.high`, or
-    `rateRatio` with an mg numerator and a time denominator, compared per day-equivalent: 0.5 mg/h
-    is 12 mg/day). At `unit_error_daily_mg` (2 mg/day) or more: critical, an oral-size daily
-    amount; from `confirm_unit_daily_mg` (1 mg/day) up to that: warning, confirm the unit, because
+    `rateRatio` with an mg numerator and a time denominator, read by `clinical.dose.rates`, the
+    one rate reader; compared per day-equivalent: 0.5 mg/h is 12 mg/day). At
+    `unit_error_daily_mg` (2 mg/day) or more: critical, an oral-size daily amount; from
+    `confirm_unit_daily_mg` (1 mg/day) up to that: warning, confirm the unit, because
     labelled pump doses reach 1,199 mcg/day (children) and some adults need more than 1,000
     mcg/day, so a false critical card could push a clinician to cut a legitimate dose and cause
     withdrawal. A rate whose unit gives no period (a bare "mg") is compared as written.
@@ -30,12 +31,11 @@ in MS about 192 mcg/day), [P] test dose before the pump. Citations: `rules/intra
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 
 from cds_hooks import suggestions
 from cds_hooks.cards import Finding
-from cds_hooks.clinical.dose import MASS_MG, Dose, daily_dose, period_days
+from cds_hooks.clinical.dose import MASS_MG, Dose, daily_dose, rates
 from cds_hooks.clinical.labs import fmt
 from cds_hooks.fhir.read import as_dict, as_list, quantity, text
 from cds_hooks.rules.common import prior_orders
@@ -183,62 +183,12 @@ def _scheduled_daily(dosage: Mapping) -> tuple[str, float] | None:
 
 
 def _rates(dosage: Mapping) -> Iterator[tuple[str, float]]:
-    """(rate as written, mg per day) of every mg-scale rate of a Dosage: doseAndRate
-    rateQuantity / rateRange.high / rateRatio (an object or a list), and the STU3 Dosage-level
-    ones. Rates that are not mg-scale mass over time (mcg, mL/h, unknown units) are skipped."""
-    raw = dosage.get("doseAndRate")
-    holders = [e for e in ([raw] if isinstance(raw, dict) else as_list(raw)) if isinstance(e, dict)]
-    for holder in [*holders, dosage]:
-        for qty in (holder.get("rateQuantity"), as_dict(holder.get("rateRange")).get("high")):
-            if isinstance(qty, dict) and (found := _rate_quantity(qty)) is not None:
-                yield found
-        ratio = holder.get("rateRatio")
-        if isinstance(ratio, dict) and (found := _rate_ratio(ratio)) is not None:
-            yield found
-
-
-# A rate unit: mass, "/", then an optional count and a time unit, e.g. mg/d, mg/(24.h), mg/24 h.
-_RATE_UNIT_RE = re.compile(r"^([a-z]+)(?:/\(?(\d+(?:\.\d+)?)?\.?([a-z]+)\)?)?$")
-
-
-def _rate_quantity(qty: Mapping) -> tuple[str, float] | None:
-    read = quantity(qty)
-    if read is None or read[0] <= 0:
-        return None
-    for field in ("code", "unit"):
-        unit = text(qty.get(field))
-        if unit is None:
-            continue
-        match = _RATE_UNIT_RE.match(unit.strip().lower().replace(" ", ""))
-        if match is None:
-            return None
-        mass, count, period_unit = match.groups()
-        factor = MG_SCALE_UNITS.get(mass)
-        if factor is None:
-            return None
-        days = 1.0 if period_unit is None else period_days(float(count or 1), period_unit)
-        if days is None:
-            return None
-        shown = f"{fmt(read[0])} {text(qty.get('unit')) or unit}"
-        return shown, read[0] * factor / days
-    return None
-
-
-def _rate_ratio(ratio: Mapping) -> tuple[str, float] | None:
-    numerator = as_dict(ratio.get("numerator"))
-    denominator = as_dict(ratio.get("denominator"))
-    read = quantity(numerator)
-    factor = _mg_factor(numerator)
-    if read is None or factor is None or read[0] <= 0:
-        return None
-    period_value = denominator.get("value", 1)
-    period_unit = text(denominator.get("code")) or text(denominator.get("unit"))
-    days = period_days(period_value, period_unit)
-    if days is None:
-        return None
-    unit = text(numerator.get("unit")) or text(numerator.get("code"))
-    shown = f"{fmt(read[0])} {unit} per {fmt(float(period_value))} {period_unit}"
-    return shown, read[0] * factor / days
+    """(rate as written, mg per day) of every mg-scale rate of a Dosage, read by the one rate
+    reader (`clinical.dose.rates`: rateQuantity, rateRange.high, rateRatio). Rates not written
+    in mg scale (mcg, mL/h, unknown units) are skipped; one with no period counts as written."""
+    for rate in rates(dosage):
+        if rate.mass_mg is not None and rate.mass_mg >= 1:
+            yield rate.shown, rate.mg if rate.mg_per_day is None else rate.mg_per_day
 
 
 def _dosages(resource: Mapping) -> list[dict]:

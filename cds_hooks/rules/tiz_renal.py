@@ -4,8 +4,14 @@ When tizanidine is ordered and the most recent creatinine clearance or eGFR (els
 Cockcroft-Gault estimate) is below 25 mL/min, then warn: tizanidine clearance falls by more than
 50% there; use it with caution, especially in the elderly [G][L]. An eGFR stands in for a
 clearance when it is newer, and the card says which value was used and when it was measured.
-With no value at all, an active CKD stage 4-5 or dialysis condition warns too, and so does
-dialysis next to any value.
+With no value at all, an active CKD stage 4-5, kidney failure or dialysis condition warns too, and
+so does dialysis next to any value (clinical-rules.md Round 2, "Renal fallback").
+With no value and only an active acute kidney injury, then inform, at any age, and offer a
+serum creatinine order. Why TIZ-RENAL takes the acute-kidney-injury fallback too (the Round 2
+text names BAC-RENAL): an acute kidney injury means the current clearance is unknown and may well
+be below the label's 25 mL/min, whatever the patient's age, and the remedy (measure creatinine,
+then the clearance is computed) is the same; the tier stays info, and for a patient aged 65 or
+over this card replaces the "no recent creatinine clearance" one (one card per problem).
 When no kidney function is on record for a patient aged 65 or over, then inform "no recent
 creatinine clearance" and offer a one-click serum creatinine order (a draft ServiceRequest; with a
 body weight the clearance is computed, no 24-hour urine collection).
@@ -42,9 +48,12 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
         return findings
     threshold = float(ctx.settings.value("crcl_below"))
     renal = kidney_function(ctx)
-    # An acute kidney injury condition alone is no value to compare: as with no data.
-    if renal is None or renal.kind == "acute-condition":
+    if renal is None:
         findings.extend(_no_renal_data(ctx, orders, threshold))
+        return findings
+    if renal.kind == "acute-condition":
+        # An acute kidney injury alone is no value to compare: measure creatinine (info).
+        findings.extend(_acute_kidney_injury(ctx, orders, renal, threshold))
         return findings
     card = _card(renal, threshold)
     if card is None:
@@ -95,6 +104,27 @@ def _value(renal: RenalFunction) -> str:
         return ""
     value = f"{renal.value_ml_min:g}"
     return f"{renal.comparator} {value}" if renal.comparator else value
+
+
+def _acute_kidney_injury(ctx, orders, renal: RenalFunction, threshold: float) -> Iterator[Finding]:
+    shown = renal.describe()
+    source = f" ({renal.source})" if renal.source else ""
+    facts = {
+        "renal": shown,
+        "threshold": f"{threshold:g}",
+        "lookback_days": ctx.knowledge.data_setting("renal_lookback_days"),
+        "test": creatinine_test_name(ctx),
+    }
+    for order in orders:
+        order_test = creatinine_order(ctx, order)
+        yield Finding(
+            RULE_ID,
+            "acute",
+            order.ref,
+            {**facts, "order": order.label(), "drug": order.name},
+            (f"Order: {order.label()}", f"Kidney function: {shown}{source}"),
+            (order_test,) if order_test else (),
+        )
 
 
 def _no_renal_data(ctx, orders, threshold: float) -> Iterator[Finding]:

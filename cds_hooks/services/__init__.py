@@ -60,7 +60,8 @@ class ObservationSearch:
 # Split so that each search is small (every rendered URL well under the 2,048 bytes many EHRs and
 # proxies accept), carries the `category` the EHR indexes labs and vitals by, and fails alone: a
 # rule skipped for missing data names only the search it needs (rules' NEEDS use these keys).
-# Pregnancy has no category: status (82810-3) is social history, the tests are laboratory.
+# Pregnancy has no category: status (82810-3) and intention (86645-9) are social history, the
+# tests are laboratory.
 OBSERVATION_SEARCHES: tuple[ObservationSearch, ...] = (
     ObservationSearch(
         "renal",
@@ -92,9 +93,13 @@ OBSERVATION_SEARCHES: tuple[ObservationSearch, ...] = (
     ),
     ObservationSearch(
         "pregnancy",
-        ("observation/pregnancy-status", "observation/pregnancy-test"),
+        (
+            "observation/pregnancy-status",
+            "observation/pregnancy-test",
+            "observation/pregnancy-intention",
+        ),
         None,
-        "pregnancy status and pregnancy tests",
+        "pregnancy status, pregnancy tests and pregnancy intention",
     ),
 )
 

@@ -9,6 +9,7 @@ from cds_hooks.clinical.dose import (
     Dose,
     DoseUnknown,
     daily_dose,
+    rates,
     strength_from_text,
     total_mg_per_day,
 )
@@ -450,3 +451,45 @@ def test_volume_rate_uses_the_per_ml_strength():
     assert isinstance(dose, Dose)
     assert dose.mg_per_day == 24.0
     assert "0.5 mg/mL" in dose.basis
+
+
+# -- the one rate reader (daily_dose here, ITB-PATHWAY's unit check) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("holder", "expected"),
+    [
+        # (shown, mg, mg per day, mg per unit of the mass unit written, from a range)
+        ({"rateQuantity": qty(0.5, "mg/h")}, ("0.5 mg/h", 0.5, 12.0, 1.0, False)),
+        ({"rateQuantity": qty(200, "ug/d")}, ("200 ug/d", 0.2, 0.2, 0.001, False)),
+        ({"rateQuantity": qty(0.002, "g/d")}, ("0.002 g/d", 2.0, 2.0, 1000.0, False)),
+        ({"rateQuantity": qty(2, "mg/(24.h)")}, ("2 mg/(24.h)", 2.0, 2.0, 1.0, False)),
+        ({"rateQuantity": qty(5, "mg")}, ("5 mg", 5.0, None, 1.0, False)),  # no period
+        ({"rateRange": {"high": qty(2, "mg/d")}}, ("2 mg/d", 2.0, 2.0, 1.0, True)),
+        (
+            {"rateRatio": {"numerator": qty(150, "ug"), "denominator": qty(1, "d")}},
+            ("150 ug per 1 d", 0.15, 0.15, 0.001, False),
+        ),
+    ],
+)
+def test_rates_reads_each_rate_with_its_unit_scale(holder, expected):
+    (rate,) = rates({"doseAndRate": [holder]})
+    assert (rate.shown, rate.mg, rate.mg_per_day, rate.mass_mg, rate.range_high) == expected
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        {"rateQuantity": qty(10, "mL/h")},  # a volume: needs a concentration
+        {"rateQuantity": qty(1, "mg/kg/h")},  # not an amount per time
+        {"rateRatio": {"numerator": qty(5, "mg"), "denominator": qty(1, "fortnight")}},
+    ],
+)
+def test_rates_leaves_out_what_is_not_an_amount_per_time(holder):
+    assert rates({"doseAndRate": [holder]}) == []
+
+
+def test_a_rate_with_no_period_or_only_a_range_is_no_daily_dose():
+    for holder in ({"rateQuantity": qty(5, "mg")}, {"rateRange": {"high": qty(2, "mg/d")}}):
+        dose = daily_dose(mr({"doseAndRate": [holder]}))
+        assert isinstance(dose, DoseUnknown), holder

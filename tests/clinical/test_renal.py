@@ -424,3 +424,17 @@ def test_acute_kidney_injury_is_the_last_fallback():
     assert run([], [aki, ckd]).kind == "condition"
     egfr = obs("98979-8", 90, "mL/min/1.73m2", days=5)
     assert run([egfr], [aki]).kind == "egfr"
+
+
+@pytest.mark.parametrize(("system", "code"), [(ICD10CM, "N19"), (SNOMED, "42399005")])
+def test_kidney_failure_is_a_severe_condition_not_an_acute_one(system, code):
+    # Round 2 renal fallback: kidney failure (not stated as acute) warns like CKD 4-5.
+    failure = condition(system, code, "Kidney failure", id_="kf")
+    found = run([], [failure])
+    assert (found.kind, found.severe_condition, found.dialysis) == ("condition", True, False)
+    assert found.source == "Condition/kf"
+    aki = condition(ICD10CM, "N17.9", "Acute kidney failure, unspecified", id_="aki")
+    assert run([], [aki, failure]).kind == "condition"
+    # A usable recent value still decides.
+    egfr = obs("98979-8", 75, "mL/min/1.73m2", days=5)
+    assert run([egfr], [failure]).kind == "egfr"
