@@ -44,7 +44,7 @@ import copy
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -95,7 +95,8 @@ SYSTEM_ALIASES: dict[str, str] = {
 # unrelated notes ("may react", "Julie"), so they are matched by code only.
 TEXT_STOPWORDS = frozenset({"react", "julie", "my way", "new day"})
 
-CODING_CACHE_SIZE = 50_000  # (system, code) answers kept (~10 MB at most)
+CODING_CACHE_SIZE = 50_000  # answers kept per lookup (~10 MB at most)
+MAX_REMEMBERED_TEXT = 200  # characters of a name whose keys_for_text answer is kept
 _EMPTY: frozenset[str] = frozenset()
 _WORD_SEPARATOR = re.compile(r"[\s\-]+")
 
@@ -108,6 +109,23 @@ SYSTEM_NAMES = {
     LOINC: "LOINC",
     ATC: "ATC",
 }
+
+
+def _remembered(
+    cache: dict[tuple[str, str], frozenset[str]],
+    key: tuple[str, str],
+    compute: Callable[[], frozenset[str]],
+) -> frozenset[str]:
+    """`compute()` once per key while the cache holds it: emptied when full, and texts longer
+    than a name are not kept (free text is not a vocabulary)."""
+    if len(key[1]) > MAX_REMEMBERED_TEXT:
+        return compute()
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= CODING_CACHE_SIZE:
+            cache.clear()
+        found = cache[key] = compute()
+    return found
 
 
 def _is_mapping(value: Any) -> TypeGuard[Mapping[Any, Any]]:
@@ -182,6 +200,9 @@ class Terminology:
     def __init__(self, valuesets: Mapping[str, dict[str, Any]]) -> None:
         self._valuesets: dict[str, dict[str, Any]] = dict(valuesets)
         self._by_coding: dict[tuple[str, str], frozenset[str]] = {}  # keys_for_coding's answers
+        # keys_for_text / keys_for_condition_text answers: the name regex costs ~12 us a name,
+        # and the same drug and problem names come back call after call.
+        self._by_text: dict[tuple[str, str], frozenset[str]] = {}
         self._titles: dict[str, str] = {}
         self._codes: dict[str, list[tuple[str, str, str]]] = {}
         # (system, normalised code) -> keys, including drug groups.
@@ -363,6 +384,10 @@ class Terminology:
         """Drug ingredient keys named in free text (ingredient or brand name), plus their groups."""
         if not isinstance(text, str) or not text or self._text_pattern is None:
             return _EMPTY
+        return _remembered(self._by_text, ("drug", text), lambda: self._keys_for_text(text))
+
+    def _keys_for_text(self, text: str) -> frozenset[str]:
+        assert self._text_pattern is not None  # checked by keys_for_text
         found: set[str] = set()
         for match in self._text_pattern.finditer(text):
             found |= self._text_keys.get(_text_name(match.group(0)), _EMPTY)
@@ -374,6 +399,13 @@ class Terminology:
         pattern = self._condition_text_pattern
         if not isinstance(text, str) or not text or pattern is None:
             return _EMPTY
+        return _remembered(
+            self._by_text, ("condition", text), lambda: self._keys_for_condition_text(text)
+        )
+
+    def _keys_for_condition_text(self, text: str) -> frozenset[str]:
+        pattern = self._condition_text_pattern
+        assert pattern is not None  # checked by keys_for_condition_text
         found: set[str] = set()
         for match in pattern.finditer(text):
             found |= self._condition_text_keys.get(_text_name(match.group(0)), _EMPTY)
