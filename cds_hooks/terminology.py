@@ -95,8 +95,10 @@ SYSTEM_ALIASES: dict[str, str] = {
 # unrelated notes ("may react", "Julie"), so they are matched by code only.
 TEXT_STOPWORDS = frozenset({"react", "julie", "my way", "new day"})
 
-CODING_CACHE_SIZE = 50_000  # answers kept per lookup (~10 MB at most)
-MAX_REMEMBERED_TEXT = 200  # characters of a name whose keys_for_text answer is kept
+CODING_CACHE_SIZE = 50_000  # answers kept per lookup
+# Characters of a system, code or name whose answer is kept: with the entry count this bounds
+# each cache at ~50,000 x 2 x 200 characters (~20 MB), whatever an EHR sends.
+MAX_REMEMBERED_TEXT = 200
 _EMPTY: frozenset[str] = frozenset()
 _WORD_SEPARATOR = re.compile(r"[\s\-]+")
 
@@ -116,9 +118,9 @@ def _remembered(
     key: tuple[str, str],
     compute: Callable[[], frozenset[str]],
 ) -> frozenset[str]:
-    """`compute()` once per key while the cache holds it: emptied when full, and texts longer
-    than a name are not kept (free text is not a vocabulary)."""
-    if len(key[1]) > MAX_REMEMBERED_TEXT:
+    """`compute()` once per key while the cache holds it: emptied when full, and keys longer
+    than a name are not kept (free text is not a vocabulary; a code sent 1 MB long is a flood)."""
+    if len(key[0]) > MAX_REMEMBERED_TEXT or len(key[1]) > MAX_REMEMBERED_TEXT:
         return compute()
     found = cache.get(key)
     if found is None:
@@ -320,14 +322,10 @@ class Terminology:
             return _EMPTY
         # Remembered as sent: a call asks about the same codings many times (every rule, the
         # record, the kidney-function lookup: ~90 lookups in a 28 kB call), and the answer is a
-        # pure function of the two strings and the value sets, fixed at start. Bounded: a flood
-        # of made-up codes only empties it.
-        cached = self._by_coding.get((system, code))
-        if cached is None:
-            if len(self._by_coding) >= CODING_CACHE_SIZE:
-                self._by_coding.clear()
-            cached = self._by_coding[(system, code)] = self._keys_for_coding(system, code)
-        return cached
+        # pure function of the two strings and the value sets, fixed at start.
+        return _remembered(
+            self._by_coding, (system, code), lambda: self._keys_for_coding(system, code)
+        )
 
     def _keys_for_coding(self, sent: str, code: str) -> frozenset[str]:
         system = normalize_system(sent)

@@ -578,3 +578,16 @@ SCI = "condition/spinal-cord-injury-or-disease"
 def test_keys_for_condition_text(term, text, expected):
     # The names are the value sets' condition-text-name extensions (knowledge), whole words.
     assert set(term.keys_for_condition_text(text)) == expected
+
+
+def test_remembered_answers_keep_no_long_strings():
+    """The lookup caches hold EHR strings: a code, system or name longer than a name is answered
+    but not kept, so 50,000 made-up 20 kB codes cannot pin a gigabyte per worker."""
+    term = Terminology.load()
+    long_code, long_system = "7" * 20_000, "http://example.org/" + "s" * 20_000
+    assert term.keys_for_coding(RXNORM, long_code) == frozenset()
+    assert term.keys_for_coding(long_system, "1") == frozenset()
+    assert term.keys_for_text("baclofen " + "x" * 20_000)
+    assert term.keys_for_coding(RXNORM, "1292") == term.keys_for_coding(RXNORM, "1292")
+    kept = [key for cache in (term._by_coding, term._by_text) for key in cache]
+    assert kept and all(len(a) <= 200 and len(b) <= 200 for a, b in kept)
