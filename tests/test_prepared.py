@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import bindparam, select
 
 from cds_hooks.store.db import cards, hook_calls, make_engine, migrate, suppression_state
@@ -90,3 +91,44 @@ def test_the_fast_path_reads_what_core_reads(tmp_path):
     assert fast == core
     assert fast[0][2] == AT and fast[0][2].tzinfo is UTC  # timezone-aware, as UtcDateTime reads
     assert fast[0][4] == later
+
+
+def test_the_cursor_path_runs_only_inside_a_transaction_core_began(tmp_path):
+    """Outside `writing()` the cursor would commit at once (no autobegin): Core runs instead,
+    so a rollback undoes the write."""
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate(engine)
+    with engine.connect() as conn:
+        Prepared(hook_calls.insert()).insert_one(conn, CALL)
+        conn.rollback()
+        assert conn.execute(select(hook_calls.c.id)).all() == []
+
+
+def test_a_value_written_in_the_statement_is_sent(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate(engine)
+    query = Prepared(
+        select(hook_calls.c.hook_instance).where(
+            hook_calls.c.service_id == "svc", hook_calls.c.hook == bindparam("hook")
+        )
+    )
+    with engine.begin() as conn:
+        conn.execute(hook_calls.insert(), [CALL])
+        assert query.rows(conn, {"hook": "order-select"}) == [("h1",)]
+
+
+def test_statements_core_renders_per_call_or_fills_in_are_refused(tmp_path):
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+
+    with_default = Table(
+        "t", MetaData(), Column("id", Integer, primary_key=True), Column("v", String, default="x")
+    )
+    with pytest.raises(ValueError, match="default"):
+        Prepared(with_default.insert())
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate(engine)
+    expanding = Prepared(
+        select(hook_calls.c.id).where(hook_calls.c.hook.in_(bindparam("h", expanding=True)))
+    )
+    with engine.begin() as conn, pytest.raises(ValueError, match=r"Connection\.execute"):
+        expanding.rows(conn, {"h": ["order-select"]})

@@ -19,14 +19,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
 _Processor = Callable[[Any], Any] | None
+_Bind = tuple[str, _Processor, Any]  # name, bind processor, the value written in the statement
 
 
 class Prepared:
     """One Core statement; `run` / `rows` use the SQLite fast path, anything else Core's."""
 
     def __init__(self, statement: Executable):
+        _refuse_defaults(statement)
         self.statement = statement
-        self._sqlite: tuple[str, list[tuple[str, _Processor]], list[_Processor]] | None = None
+        self._sqlite: tuple[str, list[_Bind], list[_Processor]] | None = None
 
     def run(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set (one executemany)."""
@@ -59,14 +61,18 @@ class Prepared:
             for row in cursor.fetchall()
         ]
 
-    def _compiled(self, conn: Connection) -> tuple[str, list[tuple[str, _Processor]], list]:
+    def _compiled(self, conn: Connection) -> tuple[str, list[_Bind], list]:
         if self._sqlite is None:
             dialect = conn.dialect
             compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-            binds = [
-                (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-                for name in compiled.positiontup or ()
-            ]
+            binds = []
+            for name in compiled.positiontup or ():
+                param = compiled.binds[name]
+                if param.expanding or param.literal_execute or param.callable is not None:
+                    # Rendered per execution by Core; a string compiled once would be wrong.
+                    raise ValueError(f"Prepared cannot run {name!r}: use Connection.execute")
+                processor = param.type.dialect_impl(dialect).bind_processor(dialect)
+                binds.append((name, processor, param.value))
             columns = getattr(self.statement, "selected_columns", ())
             results = [
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
@@ -76,21 +82,38 @@ class Prepared:
 
 
 def _direct(conn: Connection) -> bool:
-    """SQLite, and nobody listening to the statements sent (tests that count them and the rows
-    they read): then the DBAPI cursor; else Connection.execute, which tells the listeners."""
+    """SQLite inside a transaction Core began (`db.writing`: the cursor path skips Core's
+    autobegin, so outside one a write would commit at once and a rollback undo nothing), and
+    nobody listening to the statements sent (tests that count them and the rows they read):
+    then the DBAPI cursor; else Connection.execute, which tells the listeners."""
     dispatch = conn.dispatch
     return (
         conn.dialect.name == "sqlite"
+        and conn.in_transaction()
         and not dispatch.before_cursor_execute
         and not dispatch.after_cursor_execute
     )
 
 
-def _row(params: Mapping[str, Any], binds: list[tuple[str, _Processor]]) -> tuple[Any, ...]:
-    # A name not given (the autoincrement id) is NULL, which SQLite numbers itself.
+def _refuse_defaults(statement: Executable) -> None:
+    """An INSERT into a table with column defaults: Core fills them in, the cursor path would
+    write NULL, so SQLite and PostgreSQL would store different rows. Refused when built (at
+    import), so a migration that adds a default fails every test until this learns defaults."""
+    table = getattr(statement, "table", None)
+    if getattr(statement, "is_insert", False) and table is not None:
+        for column in table.columns:
+            if column.default is not None or column.server_default is not None:
+                raise ValueError(f"Prepared INSERT: {table.name}.{column.name} has a default")
+
+
+def _row(params: Mapping[str, Any], binds: list[_Bind]) -> tuple[Any, ...]:
+    # A name not given takes the value written in the statement; none (the autoincrement id)
+    # is NULL, which SQLite numbers itself.
     return tuple(
         value if processor is None else processor(value)
-        for value, processor in ((params.get(name), processor) for name, processor in binds)
+        for value, processor in (
+            (params.get(name, written), processor) for name, processor, written in binds
+        )
     )
 
 
