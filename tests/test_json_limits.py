@@ -82,7 +82,8 @@ json_values = st.recursive(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_the_c_level_check_agrees_with_the_walk(value):
-    """With small limits, so that random documents breach each of them now and then."""
+    """With small limits, so that random documents breach each of them now and then, and
+    small slices, so that the totals and keys carried from one slice to the next are tested."""
     small = {
         "MAX_DEPTH": 4,
         "MAX_OBJECT_MEMBERS": 3,
@@ -92,8 +93,9 @@ def test_the_c_level_check_agrees_with_the_walk(value):
         "MAX_STRING_CHARS": 5,
     }
     value = json.loads(json.dumps(value))  # as a parser returns it
-    with mock.patch.multiple(jsonbody, **small):
-        for long_strings in (False, True):
-            walked = jsonbody._first_breach(value, False, long_strings) is None
-            clean = jsonbody._clean(value, long_strings)
-            assert clean == walked or type(value) not in (dict, list)
+    for slice_size in (1, 2, 256):
+        with mock.patch.multiple(jsonbody, _SLICE=slice_size, **small):
+            for long_strings in (False, True):
+                walked = jsonbody._first_breach(value, False, long_strings) is None
+                clean = jsonbody._clean(value, long_strings)
+                assert clean == walked or type(value) not in (dict, list)
