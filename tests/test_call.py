@@ -192,6 +192,21 @@ def test_errors(tmp_path, capsys):
     assert status == 2 and "expected a JSON object" in err
 
 
+def test_a_patient_reference_without_an_id_is_refused_like_no_patient(tmp_path, capsys):
+    order = {"resourceType": "MedicationRequest", "id": "x", "intent": "order"}
+    draft = tmp_path / "d.json"
+    draft.write_text(json.dumps(order))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        FakeFhirServer(mock)
+        status, _b, err = run_call(
+            capsys, "--fhir", BASE, "--draft", str(draft), "--patient", "Patient/"
+        )
+    assert status == 2, err
+    assert err.strip().splitlines() == [
+        "cds-hooks call: no --patient, and the draft file names none; add --patient ID"
+    ]
+
+
 def test_a_request_the_service_rejects_exits_non_zero(tmp_path, capsys):
     order = {"resourceType": "MedicationRequest", "id": "x", "intent": "order"}
     draft = tmp_path / "d.json"

@@ -7,11 +7,9 @@ answered 503), and the client ports it saw prove that connections are kept, not 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,11 +18,11 @@ from cds_hooks.commands.serve import DEFAULT_THREADS
 from cds_hooks.errors import FhirError
 from cds_hooks.fhir.client import FhirClient
 from cds_hooks.fhir.settings import FhirSettings
+from tests.servers import LoopbackHTTP, QuietHandler, running
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
+class _Server(LoopbackHTTP):
+    request_queue_size = 128  # every search of a round connects at once
 
     def handle_error(self, request, client_address):
         pass
@@ -34,7 +32,7 @@ class _Server(ThreadingHTTPServer):
 def barrier_server() -> Iterator[tuple[str, dict]]:
     state: dict = {"barrier": None, "ports": set(), "lock": threading.Lock()}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
@@ -47,31 +45,15 @@ def barrier_server() -> Iterator[tuple[str, dict]]:
                 except threading.BrokenBarrierError:
                     status = 503
             kind = self.path.split("?")[0].rsplit("/", 1)[-1]
-            body = json.dumps(
-                {
-                    "resourceType": "Bundle",
-                    "type": "searchset",
-                    "entry": [{"resource": {"resourceType": "Condition", "id": kind}}],
-                }
-            ).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/fhir+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [{"resource": {"resourceType": "Condition", "id": kind}}],
+            }
+            self.send(status, bundle)
 
-        def log_message(self, *args):
-            pass
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/fhir", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with running(_Server(Handler)) as server:
+        yield f"{server.base}/fhir", state
 
 
 def _client(app, base: str) -> FhirClient:

@@ -191,6 +191,14 @@ def test_no_renal_data_is_reported_from_age_65(call, birth_date, expected):
         assert "overrideReasons" not in cards[0]
 
 
+def test_no_renal_data_evidence_names_every_kind_of_kidney_finding_it_looked_for(call):
+    (card,) = renal_cards(call, hook_request([tizanidine()], pat=patient(AGED_65)))
+    evidence = card["detail"].split("**Evidence**")[1]
+    # Each of these alone would have given a TIZ-RENAL card (kidney failure since Round 2).
+    for looked_for in ("creatinine clearance", "eGFR", "CKD 4-5", "kidney failure", "dialysis"):
+        assert looked_for in evidence
+
+
 def test_no_renal_data_card_suggests_a_valid_r4_creatinine_clearance_order(call):
     cards = renal_cards(call, hook_request([tizanidine()], pat=patient(AGED_65)))
     suggestion = cards[0]["suggestions"][0]

@@ -232,9 +232,10 @@ def run(args: argparse.Namespace) -> int:
     drafts = read_drafts(args.draft)
     hook = args.hook or (drafts.hook if drafts.hook in HOOKS else "order-sign")
     patient = args.patient or drafts.patient_id
+    # `Patient/123` -> `123`, as the service reads context.patientId; `Patient/` leaves no id.
+    patient = bare_id(patient) if patient else ""
     if not patient:
         return _fail("no --patient, and the draft file names none; add --patient ID")
-    patient = bare_id(patient)  # `Patient/123` -> `123`, as the service reads context.patientId
     if not drafts.orders:
         return _fail(f"no draft orders in {args.draft}; give a file with a MedicationRequest")
     service = BY_ID.get(args.service) if args.service else None

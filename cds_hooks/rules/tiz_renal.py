@@ -67,16 +67,21 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
         "value": _value(renal),
     }
     for order in orders:
-        findings.append(
-            Finding(
-                RULE_ID,
-                card,
-                order.ref,
-                {**facts, "order": order.label(), "drug": order.name},
-                (f"Order: {order.label()}", f"Kidney function: {shown}{source}"),
-            )
-        )
+        findings.append(_finding(ctx, card, order, facts, f"Kidney function: {shown}{source}"))
     return findings
+
+
+def _finding(ctx, card: str, order, facts: dict, *evidence: str, test: bool = False) -> Finding:
+    """One card for one order: its facts and evidence lines, and a creatinine order if `test`."""
+    suggested = creatinine_order(ctx, order) if test else None
+    return Finding(
+        RULE_ID,
+        card,
+        order.ref,
+        {**facts, "order": order.label(), "drug": order.name},
+        (f"Order: {order.label()}", *evidence),
+        (suggested,) if suggested else (),
+    )
 
 
 def _card(renal: RenalFunction, threshold: float) -> str | None:
@@ -116,15 +121,7 @@ def _acute_kidney_injury(ctx, orders, renal: RenalFunction, threshold: float) ->
         "test": creatinine_test_name(ctx),
     }
     for order in orders:
-        order_test = creatinine_order(ctx, order)
-        yield Finding(
-            RULE_ID,
-            "acute",
-            order.ref,
-            {**facts, "order": order.label(), "drug": order.name},
-            (f"Order: {order.label()}", f"Kidney function: {shown}{source}"),
-            (order_test,) if order_test else (),
-        )
+        yield _finding(ctx, "acute", order, facts, f"Kidney function: {shown}{source}", test=True)
 
 
 def _no_renal_data(ctx, orders, threshold: float) -> Iterator[Finding]:
@@ -136,24 +133,12 @@ def _no_renal_data(ctx, orders, threshold: float) -> Iterator[Finding]:
         "age": age,
         "threshold": f"{threshold:g}",
         "lookback_days": ctx.knowledge.data_setting("renal_lookback_days"),
+        "test": creatinine_test_name(ctx),
     }
+    evidence = (
+        f"Age: {age} years (Patient.birthDate)",
+        f"Kidney function: no creatinine clearance or eGFR in the last {facts['lookback_days']} "
+        "days, and no active CKD 4-5, kidney failure or dialysis condition",
+    )
     for order in orders:
-        order_crcl = creatinine_order(ctx, order)
-        yield Finding(
-            RULE_ID,
-            "no_renal_data",
-            order.ref,
-            {
-                **facts,
-                "order": order.label(),
-                "drug": order.name,
-                "test": creatinine_test_name(ctx),
-            },
-            (
-                f"Order: {order.label()}",
-                f"Age: {age} years (Patient.birthDate)",
-                "Kidney function: no creatinine clearance, eGFR, CKD 4-5 or dialysis on record "
-                f"in the last {facts['lookback_days']} days",
-            ),
-            (order_crcl,) if order_crcl else (),
-        )
+        yield _finding(ctx, "no_renal_data", order, facts, *evidence, test=True)
