@@ -99,7 +99,7 @@ def evaluate(ctx: RuleContext) -> list[Finding]:
     return findings
 
 
-def _planning(ctx) -> list[Finding]:
+def _planning(ctx: RuleContext) -> list[Finding]:
     """Info cards when the record shows an intention to become pregnant (and no pregnancy)."""
     evidence = [
         c.label() for c in ctx.record.conditions_in(ctx.settings.keys("planning_condition"))
@@ -121,7 +121,7 @@ def _planning(ctx) -> list[Finding]:
     ]
 
 
-def _latest_intention(ctx) -> str | None:
+def _latest_intention(ctx: RuleContext) -> str | None:
     """The evidence line of the latest usable pregnancy intention answer, when it is a yes."""
     terminology = ctx.knowledge.terminology
     question = ctx.settings.keys("intention_observation")
