@@ -395,6 +395,24 @@ def _cockcroft_gault(
 _Found = list[tuple[Mapping, tuple]]
 
 
+def _from_condition(
+    found: _Found, kind: str, *, dialysis: bool = False, severe_condition: bool = False
+) -> RenalFunction:
+    """The kidney function a Condition stands for (no value): the latest of `found`."""
+    condition, (system, code, display) = _latest_condition(found)
+    name = display or concept_text(condition.get("code")) or code
+    return RenalFunction(
+        kind=kind,
+        value_ml_min=None,
+        comparator=None,
+        label=f"{name} ({_code_reference(system, code)})",
+        when=effective_time(condition),
+        source=ref_of(condition),
+        dialysis=dialysis,
+        severe_condition=severe_condition,
+    )
+
+
 def _kidney_conditions(
     conditions: list[Mapping], codes: _RenalCodes
 ) -> tuple[_Found, _Found, _Found]:
@@ -502,27 +520,9 @@ def renal_function(
         )
 
     if dialysis or severe:
-        condition, (system, code, display) = _latest_condition(dialysis or severe)
-        name = display or concept_text(condition.get("code")) or code
-        return RenalFunction(
-            kind="condition",
-            value_ml_min=None,
-            comparator=None,
-            label=f"{name} ({_code_reference(system, code)})",
-            when=effective_time(condition),
-            source=ref_of(condition),
-            dialysis=on_dialysis,
-            severe_condition=bool(severe),
+        return _from_condition(
+            dialysis or severe, "condition", dialysis=on_dialysis, severe_condition=bool(severe)
         )
     if acute:
-        condition, (system, code, display) = _latest_condition(acute)
-        name = display or concept_text(condition.get("code")) or code
-        return RenalFunction(
-            kind="acute-condition",
-            value_ml_min=None,
-            comparator=None,
-            label=f"{name} ({_code_reference(system, code)})",
-            when=effective_time(condition),
-            source=ref_of(condition),
-        )
+        return _from_condition(acute, "acute-condition")
     return None
