@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -46,16 +47,22 @@ def make_app(knowledge, tmp_path, **config):
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path) -> dict:
-    """Settings of one shared database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        return {"DATA_DIR": str(tmp_path)}
-    return {"DATA_DIR": str(tmp_path), "DATABASE_URL": request.getfixturevalue("postgres_schema")}
+def processes(request, knowledge, tmp_path) -> Iterator:
+    """A factory of apps on one shared database (a SQLite file, or a fresh PostgreSQL schema),
+    each with its own Store, engine and queue: a worker process or host of its own. Their
+    stores are closed (queues written) before the database goes."""
+    database = {"DATA_DIR": str(tmp_path)}
+    if request.param == "postgresql":
+        database["DATABASE_URL"] = request.getfixturevalue("postgres_schema")
+    apps: list = []
 
+    def new(**config):
+        apps.append(create_app({"NOW": NOW, "KNOWLEDGE": knowledge, **database, **config}))
+        return apps[-1]
 
-def process(knowledge, database, **config):
-    """A Flask app with its own Store, engine and queue: a worker process or host of its own."""
-    return create_app({"NOW": NOW, "KNOWLEDGE": knowledge, **database, **config})
+    yield new
+    for app in apps:
+        store_of(app).close()
 
 
 def store_of(app):
@@ -176,12 +183,11 @@ def test_feedback_here_for_a_queued_card_waits_for_the_queue(knowledge, tmp_path
     assert rule_cards(client, "order-select") == []  # the override holds at once
 
 
-def test_feedback_elsewhere_before_the_card_is_written_is_reconciled(knowledge, database):
+def test_feedback_elsewhere_before_the_card_is_written_is_reconciled(processes):
     """Worker (or host) A shows the card and still holds it in its queue; B gets the override:
     stored, not yet tied to a card; when A's writer writes the card, it is reconciled: known,
     from the recipient, the order silenced everywhere, and the report counts it."""
-    a = process(knowledge, database, **SLOW)
-    b = process(knowledge, database, **SLOW)
+    a, b = processes(**SLOW), processes(**SLOW)
     (card,) = rule_cards(a.test_client(), "order-select")
     status, receipt = post(b.test_client(), [overridden(card["uuid"])])
     assert status == 200 and receipt["unknownCards"] == [card["uuid"]]  # stored, not lost
@@ -201,13 +207,12 @@ def test_feedback_elsewhere_before_the_card_is_written_is_reconciled(knowledge, 
     assert (rule.shown, rule.overridden, report.unknown_card_feedback) == (2, 1, 0)
 
 
-def test_feedback_racing_the_writer_is_never_left_unknown(knowledge, database, monkeypatch):
+def test_feedback_racing_the_writer_is_never_left_unknown(processes, monkeypatch):
     """The race: B's feedback transaction has looked the card up (not there yet) when A's writer
     inserts it and looks for feedback to reconcile. On PostgreSQL (READ COMMITTED), without
     the card lock both take, the writer finds nothing (B has not committed), B then commits its
     entry as unknown, and nothing ever reconciles it."""
-    a = process(knowledge, database, **SLOW)
-    b = process(knowledge, database, **SLOW)
+    a, b = processes(**SLOW), processes(**SLOW)
     (card,) = rule_cards(a.test_client(), "order-select")
     looked_up, go_on = threading.Event(), threading.Event()
     lookup = feedback_store._known_cards
