@@ -30,8 +30,9 @@ from cds_hooks.store import StoreSettings, open_store, writer
 from cds_hooks.store import feedback as feedback_store
 from cds_hooks.store.db import cards, feedback, hook_calls, suppression_state
 from tests.factories import LISINOPRIL_10_TAB, MS, condition, hook_request, med_request
+from tests.servers import free_port
 from tests.test_crash import CLI, start_server
-from tests.test_feedback import RULE, overridden, post, warning_request
+from tests.test_feedback import RULE, SERVICE, overridden, post, warning_request
 
 NOW = "2026-11-21T12:00:00Z"
 SLOW = {"AUDIT_FLUSH_SECONDS": 60}  # nothing is written unless drained, full or closed
@@ -306,3 +307,68 @@ def test_a_clean_shutdown_of_the_server_loses_nothing(tmp_path, monkeypatch):
     time.sleep(0.1)
     assert count(store) == 60, log.read_text(errors="replace")[-2000:]
     store.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_a_crash_loses_at_most_the_queue_and_never_feedback(tmp_path):
+    """SIGKILL of the server and its worker: of the calls with cards, at most AUDIT_QUEUE_SIZE
+    are lost (those still queued); acknowledged feedback, including feedback on a card that
+    was queued when it arrived (the queue is written first), is all there."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CDS_DATA_DIR": str(tmp_path),
+        "CDS_NOW": NOW,
+        "CDS_LOG_FORMAT": "none",
+        "CDS_AUDIT_QUEUE_SIZE": "4",
+        "CDS_AUDIT_FLUSH_SECONDS": "60",
+    }
+    command = [sys.executable, "-m", "cds_hooks.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the worker is killed with it
+    )
+    base = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                session.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+
+        def shown() -> str:
+            response = session.post(f"{base}/cds-services/{SERVICE}", json=warning_request())
+            assert response.status_code == 200
+            return next(c for c in response.json()["cards"] if RULE in str(c))["uuid"]
+
+        first = [shown() for _ in range(10)]  # 4 queued, 6 written by their requests (full)
+        response = session.post(
+            f"{base}/cds-services/{SERVICE}/feedback", json={"feedback": [overridden(first[0])]}
+        )
+        assert response.status_code == 200 and response.json()["unknownCards"] == []
+        for _ in range(3):
+            session.post(
+                f"{base}/cds-services/{SERVICE}", json=warning_request("order-select", dose_mg=5)
+            )
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+    store = open_store(StoreSettings(data_dir=str(tmp_path), audit_queue_size=0))
+    try:
+        assert count(store) == 10  # the 3 calls still queued are lost (at most 4 could be)
+        (row,) = feedback_rows(store)
+        assert (row["card_uuid"], row["known_card"]) == (first[0], True)
+        with store.engine.connect() as conn:
+            assert set(first) <= set(conn.execute(select(cards.c.uuid)).scalars())
+    finally:
+        store.close()

@@ -118,7 +118,8 @@ class StoreSettings:
     audit_flush_seconds: float = setting(
         0.2,
         number(min=0, max=60),
-        "How long the audit writer gathers calls into one transaction.",
+        "How long the audit writer gathers calls into one transaction; other processes and "
+        "hosts see a call's cards (select -> sign, feedback) this much later.",
     )
     prune_interval_seconds: float = setting(
         600,
