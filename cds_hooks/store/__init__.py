@@ -358,6 +358,8 @@ def open_store(settings: StoreSettings, clock: Callable[[], datetime] | None = N
             interval_seconds=settings.prune_interval_seconds,
         ),
         clock=clock,
-        queue_size=settings.audit_queue_size,
+        # An in-memory database is one connection (one-shot commands): a writer thread would
+        # share its transaction with the request's reads, for nothing (it never fsyncs).
+        queue_size=0 if isinstance(engine.pool, StaticPool) else settings.audit_queue_size,
         flush_seconds=settings.audit_flush_seconds,
     )
