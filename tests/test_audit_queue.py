@@ -372,3 +372,40 @@ def test_a_crash_loses_at_most_the_queue_and_never_feedback(tmp_path):
             assert set(first) <= set(conn.execute(select(cards.c.uuid)).scalars())
     finally:
         store.close()
+
+
+def test_reconciled_feedback_counts_only_from_the_cards_recipient(tmp_path):
+    """The writer matches early feedback as `save` would: an override from another client than
+    the card's recipient is kept, flagged, and silences nothing; the recipient's does."""
+    from datetime import UTC, datetime
+
+    from cds_hooks.store.db import writing
+    from cds_hooks.store.suppression import Candidate
+
+    store = open_store(StoreSettings(data_dir=str(tmp_path)))
+    try:
+        at = datetime(2026, 11, 21, 12, tzinfo=UTC)
+        for uuid, sender in (("card-a", "client-x"), ("card-b", "client-y")):
+            store.save_feedback(SERVICE, [overridden(uuid)], at)  # unknown: no card yet
+            with writing(store.engine) as conn:  # the sender, as save stores it with auth on
+                conn.execute(
+                    feedback.update().where(feedback.c.card_uuid == uuid), {"sender": sender}
+                )
+        written = [
+            Candidate(
+                {"uuid": uuid, "indicator": "warning"}, RULE, "MedicationRequest/d1", fp, "client-x"
+            )
+            for uuid, fp in (("card-a", "fp-a"), ("card-b", "fp-b"))
+        ]
+        with writing(store.engine) as conn:
+            assert feedback_store.reconcile(conn, written) == 2
+        rows = {r["card_uuid"]: r for r in feedback_rows(store)}
+        assert (rows["card-a"]["known_card"], rows["card-a"]["from_recipient"]) == (True, True)
+        assert (rows["card-b"]["known_card"], rows["card-b"]["from_recipient"]) == (True, False)
+        with store.engine.connect() as conn:
+            state = {
+                r.fingerprint: r.override_card for r in conn.execute(select(suppression_state))
+            }
+        assert state == {"fp-a": "card-a"}  # only the recipient's override silences its order
+    finally:
+        store.close()
