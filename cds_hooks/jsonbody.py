@@ -64,13 +64,16 @@ def parse_json(raw: bytes) -> Any:
 #
 # msgspec's typed decoder checks each object's and array's length, each key's and string's length
 # and each integer's range as it reads. The depth limit is a stack of types, one per level:
-# level k is an object or array of level k-1 values (or a scalar), level 0 scalars only, so a body
-# nesting deeper than _TYPED_DEPTH levels is refused. msgspec builds its decoder as a tree with
-# both container branches at every level (2**depth nodes: 16 levels take ~0.1 s at import, each
-# level more doubles it), so the stack stops at _TYPED_DEPTH, far below MAX_DEPTH but above any
-# hook call seen (a Bundle entry's resource nests ~12 deep; the 10,000-resource bench body 13).
-# Deeper bodies, up to MAX_DEPTH, are read and walked as before.
-_TYPED_DEPTH = 16
+# level k is an object of level k-1 values, an array of level k-1 items, or a scalar; level 0 is
+# scalars only, so a body nesting deeper than _TYPED_DEPTH levels is refused. msgspec builds its
+# decoder as a tree (no node shared): with objects and arrays in every level's values the tree
+# doubles per level (16 levels: 0.3 s at import). FHIR JSON never puts an array directly in an
+# array, and neither does CDS Hooks, so an item is an object or a scalar and an array of arrays is
+# declined: the tree then grows by Fibonacci (~1.6x per level; 20 levels: ~0.1 s). The stack stops
+# at _TYPED_DEPTH, below MAX_DEPTH but above the hook calls we know (a resource in a prefetched
+# Bundle starts 6 deep and nested extensions reach ~18; the 10,000-resource bench body nests 13).
+# Deeper bodies, up to MAX_DEPTH, and arrays of arrays are read and walked as before.
+_TYPED_DEPTH = 20
 
 
 def limited_decoder(
@@ -80,27 +83,26 @@ def limited_decoder(
     key_chars: int = MAX_KEY_CHARS,
     string_chars: int = MAX_STRING_CHARS,
 ) -> msgspec.json.Decoder[Any]:
-    """A decoder of JSON values nesting at most `depth` containers, within the other limits.
+    """A decoder of JSON values nesting at most `depth` containers, within the other limits,
+    with no array directly in an array.
 
     Integers are held to the 64-bit range (19 digits at most, so none is of absurd length).
     """
     text: Any = Annotated[str, msgspec.Meta(max_length=string_chars)]
     key: Any = Annotated[str, msgspec.Meta(max_length=key_chars)]
     integer: Any = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-    value: Any = text | integer | float | bool | None
+    scalar: Any = text | integer | float | bool | None
+    # A value nesting at most `level` containers, and an array's item (no array) likewise.
+    value: Any = scalar
+    item: Any = scalar
     for level in range(depth):
         # A NewType per level: typing hashes a union's members, and without it the hash of
-        # level k would recurse into both branches, 2**k times.
-        below: Any = NewType(f"Level{level}", value)  # type: ignore[misc]
-        value = (
-            Annotated[dict[key, below], msgspec.Meta(max_length=members)]
-            | Annotated[list[below], msgspec.Meta(max_length=items)]
-            | text
-            | integer
-            | float
-            | bool
-            | None
-        )
+        # level k would recurse into every branch below, exponentially many times.
+        values: Any = NewType(f"Value{level}", value)  # type: ignore[misc]
+        items_below: Any = NewType(f"Item{level}", item)  # type: ignore[misc]
+        obj: Any = Annotated[dict[key, values], msgspec.Meta(max_length=members)]
+        value = obj | Annotated[list[items_below], msgspec.Meta(max_length=items)] | scalar
+        item = obj | scalar
     return msgspec.json.Decoder(value)
 
 
