@@ -59,7 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _register_views(app)
     for blueprint in _features(app):
         app.register_blueprint(blueprint)
-    app.after_request(_cors)
+    app.after_request(_cors(settings.app.cors_origins))
     return app
 
 
@@ -133,20 +133,31 @@ def _register_errors(app: Flask) -> None:
         ), 500
 
 
-def _cors(response: Response) -> Response:
-    """CORS for browser clients such as the CDS Hooks sandbox (spec: services 'require CORS')."""
-    origins = current_app.config["SETTINGS"].app.cors_origins
-    origin = request.headers.get("Origin")
-    if origins == "*":
-        response.headers["Access-Control-Allow-Origin"] = "*"
-    else:
-        # The answer depends on Origin whether or not it matched: caches must key on it.
-        response.vary.add("Origin")
-        if not origin or origin not in {o.strip() for o in origins.split(",")}:
-            return response
-        response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-    response.headers["Access-Control-Max-Age"] = "600"
-    response.headers["Access-Control-Expose-Headers"] = SUPPRESSED_HEADER  # readable by scripts
-    return response
+def _cors(origins: str) -> Callable[[Response], Response]:
+    """CORS for browser clients such as the CDS Hooks sandbox (spec: services 'require CORS').
+
+    The after_request hook for the CORS_ORIGINS setting, its origin list parsed once.
+    """
+    allowed = None if origins == "*" else frozenset(o.strip() for o in origins.split(","))
+    common = {
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+        "Access-Control-Expose-Headers": SUPPRESSED_HEADER,  # readable by scripts
+    }
+
+    def cors(response: Response) -> Response:
+        headers = response.headers
+        if allowed is None:
+            headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            # The answer depends on Origin whether or not it matched: caches must key on it.
+            response.vary.add("Origin")
+            origin = request.headers.get("Origin")
+            if not origin or origin not in allowed:
+                return response
+            headers["Access-Control-Allow-Origin"] = origin
+        headers.update(common)
+        return response
+
+    return cors

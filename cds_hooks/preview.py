@@ -66,7 +66,15 @@ class PreviewSettings:
 
 
 def fixtures_dir() -> Path:
-    configured = current_app.config["SETTINGS"].preview.fixtures_dir
+    return scenarios_root(current_app.config["SETTINGS"].preview.fixtures_dir)
+
+
+def scenarios_root(configured: str = "") -> Path:
+    """Where the fixture scenarios are, for the preview and `cds-hooks load-fixtures` alike.
+
+    FIXTURES_DIR when set; else the repository's fhir_fixtures/ (the scenarios the docs name),
+    and only when the package runs without its repository, ./fhir_fixtures.
+    """
     if configured:
         return Path(configured)
     in_repo = Path(__file__).resolve().parent.parent / "fhir_fixtures"

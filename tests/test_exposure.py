@@ -64,6 +64,21 @@ def test_the_public_base_url_host_is_answered_too(knowledge, tmp_path):
     assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
 
 
+def test_a_host_answered_by_one_app_is_judged_anew_by_another(knowledge, tmp_path):
+    """The Host verdicts are remembered (auth.web._known_host) per PUBLIC_BASE_URL: a name one
+    service answers is still refused by another service in the same process."""
+
+    def app(public: str):
+        config = {"KNOWLEDGE": knowledge, "DATA_DIR": str(tmp_path / public[8:])}
+        return create_app({**config, "PUBLIC_BASE_URL": public}).test_client()
+
+    first, second = app("https://cds.example.org"), app("https://other.example.org")
+    for _ in range(2):  # the second time from the remembered verdicts
+        assert first.get("/healthz", headers={"Host": "cds.example.org"}).status_code == 200
+        assert second.get("/healthz", headers={"Host": "cds.example.org"}).status_code == 400
+        assert second.get("/healthz", headers={"Host": "other.example.org"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],

@@ -286,3 +286,16 @@ def test_unknown_scenario_and_missing_folder(tmp_path, capsys):
     assert main(["load-fixtures", "--fhir", BASE, "--fixtures", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "no scenario nope" in err and "no fixtures folder" in err
+
+
+def test_the_default_folder_is_the_one_the_preview_uses(tmp_path, monkeypatch):
+    """One rule for where the scenarios are: FIXTURES_DIR, else the repository's folder, even
+    when the current folder has a fhir_fixtures/ of its own."""
+    from cds_hooks.preview import scenarios_root
+
+    repo = Path(load_fixtures.__file__).resolve().parents[2] / "fhir_fixtures"
+    (tmp_path / "fhir_fixtures").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_fixtures.default_fixtures_dir({}) == repo == scenarios_root("")
+    chosen = load_fixtures.default_fixtures_dir({"CDS_FIXTURES_DIR": str(tmp_path / "mine")})
+    assert chosen == tmp_path / "mine"

@@ -7,12 +7,14 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import responses
 
 from cds_hooks import create_app
-from cds_hooks.observability import JsonFormatter, redact
+from cds_hooks.observability import JsonFormatter, new_request_id, redact
 from tests.factories import fhir_authorization
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures"
@@ -157,6 +159,38 @@ def test_formatter_adds_fields_and_masks_exceptions():
     assert entry["message"] == "oops a" and entry["event"] == "e" and entry["n"] == 1
     assert entry["request_id"] == "r1"
     assert "ValueError" in entry["exc"] and TOKEN not in entry["exc"]
+
+
+def test_formatter_writes_what_orjson_refuses_as_before():
+    """Integers past 64 bits and lone surrogates take the stdlib path; datetimes and
+    dataclasses read as str() gives them, whichever encoder wrote the line."""
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    when = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    record.fields = {"big": 2**70, "when": when, "odd": "\ud800", 3: "int key"}
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["big"] == 2**70 and entry["when"] == str(when) and entry["odd"] == "\ud800"
+    assert entry["3"] == "int key"
+    record.fields = {"when": when, "text": "µmol/L ≥ 30"}
+    line = JsonFormatter().format(record)
+    assert json.loads(line)["when"] == str(when) and "µmol/L ≥ 30" in line  # UTF-8, unescaped
+
+
+def test_made_up_request_ids_are_random_version_4_uuids():
+    made = {new_request_id() for _ in range(2000)}
+    assert len(made) == 2000
+    for value in made:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_metric_children_are_remembered_per_metric_and_labels(tmp_path):
+    metrics = make_app(tmp_path).extensions["cds_hooks_metrics"]
+    one = metrics.child(metrics.calls, "s", "200")
+    assert metrics.child(metrics.calls, "s", "200") is one
+    assert metrics.child(metrics.calls, "s", "400") is not one
+    assert metrics.child(metrics.sources, "s", "200") is not one  # same values, other metric
+    one.inc()
+    assert metrics.calls.labels("s", "200")._value.get() == 1
 
 
 def _calls_total(text: str) -> float:

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,13 +60,14 @@ def server_id(scenario: str, resource_id: str) -> str:
     return f"{resource_id[:55]}-{digest}"
 
 
-def default_fixtures_dir() -> Path:
-    configured = os.environ.get("CDS_FIXTURES_DIR")
-    if configured:
-        return Path(configured)
-    here = Path.cwd() / "fhir_fixtures"
-    in_repo = Path(__file__).resolve().parents[2] / "fhir_fixtures"
-    return here if here.is_dir() or not in_repo.is_dir() else in_repo
+def default_fixtures_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """CDS_FIXTURES_DIR read as the service reads it (the preview's one rule for the folder)."""
+    from cds_hooks.config import ENV_PREFIX, build_section
+    from cds_hooks.preview import PreviewSettings, scenarios_root
+
+    environ = os.environ if environ is None else environ
+    values = {k[len(ENV_PREFIX) :]: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    return scenarios_root(build_section(PreviewSettings, values).fixtures_dir)
 
 
 def _prefetch_resources(request: dict) -> Iterator[dict]:
@@ -295,7 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fixtures",
         type=Path,
         default=None,
-        help="scenario folders (default: CDS_FIXTURES_DIR, else ./fhir_fixtures)",
+        help="scenario folders (default: CDS_FIXTURES_DIR, else the repository's fhir_fixtures)",
     )
     parser.add_argument(
         "--scenario", action="append", default=[], help="load only this scenario (repeatable)"
