@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from cds_hooks.clinical.dose import Dose, DoseUnknown, daily_dose, strength_from_text
+from cds_hooks.clinical.labs import ObservationIndex
 from cds_hooks.fhir import status
 from cds_hooks.fhir.read import (
     as_dict,
@@ -130,10 +131,12 @@ class PatientRecord:
     conditions: list[Condition]
     drafts: list[MedOrder]
     orders_on_record: list[MedOrder]  # in any status, current and past (not the drafts)
-    observations: list[Mapping[str, Any]]  # only those coded in a value set (_selectable)
+    observations: list[Mapping[str, Any]]  # only those coded in a value set (ObservationIndex)
     allergies: list[Mapping[str, Any]]
     unavailable: dict[str, str] = field(default_factory=dict)
     condition_index: dict[str, Condition] = field(default_factory=dict)
+    # The same observations by value set (build_record builds both from one pass).
+    observation_index: ObservationIndex | None = None
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -165,6 +168,13 @@ class PatientRecord:
         """Current therapy and this call's drafts whose drug nothing identifies."""
         found = {o.ref: o for o in [*self.current(), *self.drafts] if not o.identified}
         return list(found.values())
+
+    def observations_in(self, *keys: str) -> list[Mapping[str, Any]]:
+        """The observations whose code or a component's code is in one of the value sets `keys`,
+        in record order: the candidates a reader still matches (`ObservationIndex.coded_in`)."""
+        if self.observation_index is None:
+            return list(self.observations)  # a record built by hand: every one is a candidate
+        return self.observation_index.coded_in(*keys)
 
     def conditions_in(self, keys: Iterable[str], *, chronic: bool = False) -> list[Condition]:
         """Present conditions in these value sets; `chronic`: a disease in remission counts."""
@@ -229,16 +239,18 @@ def build_record(
     ]
     all_conditions = [_cond(r, knowledge) for r in by_type.get("Condition", {}).values()]
     patients = list(by_type.get("Patient", {}).values())
+    observations = ObservationIndex(by_type.get("Observation", {}).values(), knowledge.terminology)
     return PatientRecord(
         hook=service.hook,
         patient=patients[0] if patients else None,
         conditions=[c for c in all_conditions if status.condition_present(c.resource)],
         drafts=drafts,
         orders_on_record=on_record,
-        observations=_selectable(by_type.get("Observation", {}).values(), knowledge),
+        observations=observations.observations,
         allergies=list(by_type.get("AllergyIntolerance", {}).values()),
         unavailable=dict(unavailable),
         condition_index={c.ref: c for c in all_conditions},
+        observation_index=observations,
     )
 
 
@@ -278,34 +290,6 @@ def _medications(
     for ref, med in on_record.items():
         meds.setdefault(ref, med)
     return meds
-
-
-def _selectable(observations: Iterable[Mapping], knowledge: Knowledge) -> list[Mapping]:
-    """The Observations coded, or with a component coded, in one of the knowledge's value sets.
-
-    Rules select observations by value set only, so no other one can count; dropping them here,
-    one lookup per distinct coding, spares every rule a scan of the whole record when the EHR
-    ignores the narrowed prefetch template and sends every lab (docs/performance.md).
-    """
-    keys_for_coding = knowledge.terminology.keys_for_coding  # remembers its answers
-
-    def coded(concept: Any) -> bool:
-        codings = concept.get("coding") if isinstance(concept, dict) else None
-        if not isinstance(codings, list):
-            return False
-        for coding in codings:
-            if isinstance(coding, dict) and keys_for_coding(
-                coding.get("system"), coding.get("code")
-            ):
-                return True
-        return False
-
-    return [
-        obs
-        for obs in observations
-        if coded(obs.get("code"))
-        or any(coded(c.get("code")) for c in as_list(obs.get("component")) if isinstance(c, dict))
-    ]
 
 
 def _med_order(

@@ -352,13 +352,20 @@ class Terminology:
         codings = concept.get("coding")
         if not isinstance(codings, list):
             return _EMPTY
-        hits = [
-            self.keys_for_coding(c.get("system"), c.get("code")) for c in codings if _is_mapping(c)
-        ]
-        hits = [h for h in hits if h]
-        if not hits:
-            return _EMPTY
-        return hits[0].union(*hits[1:]) if len(hits) > 1 else hits[0]
+        # The record indexes every coded resource with this (thousands of codings in a large
+        # record): a remembered coding is one dict get here, without a call per coding.
+        remembered = self._by_coding
+        found = _EMPTY
+        for coding in codings:
+            if not _is_mapping(coding):
+                continue
+            system, code = coding.get("system"), coding.get("code")
+            keys = remembered.get((system, code)) if type(system) is type(code) is str else None
+            if keys is None:
+                keys = self.keys_for_coding(system, code)
+            if keys:
+                found = found | keys if found else keys
+        return found
 
     def curated_out(self, concept: Mapping | None) -> bool:
         """True when a coding of the concept was taken out of a value set by clinical review.
@@ -456,6 +463,10 @@ class Terminology:
             and normalize_system(c["system"]) in systems
             for c in (codings if isinstance(codings, list) else ())
         )
+
+    def known(self, keys: Iterable[str]) -> None:
+        """Raise KeyError for a key that names no value set (a rule's typo fails loudly)."""
+        self._known(keys)
 
     def _known(self, keys: Iterable[str]) -> None:
         for key in keys:

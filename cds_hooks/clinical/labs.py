@@ -86,6 +86,45 @@ def usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | No
     return moment
 
 
+class ObservationIndex:
+    """A call's Observations by the value sets their code, or a component's code, is in.
+
+    Built once per call (`record.build_record`) with one lookup per distinct coding. Rules and
+    engines select observations by value set only, so an observation coded in no value set is
+    not kept, and a reader looking for a serum creatinine visits the few candidates instead of
+    every lab an EHR sends (docs/performance.md). `coded_in` gives candidates in record order:
+    a caller that reads only the top-level code still asks the matcher about each one.
+    """
+
+    def __init__(self, observations: Iterable[Any], terminology: Terminology) -> None:
+        self.terminology = terminology
+        self.observations: list[Mapping] = []  # the coded ones, in record order
+        self._positions: dict[str, list[int]] = {}
+        keys_for_concept = terminology.keys_for_concept
+        for obs in observations:
+            if type(obs) is not dict and not isinstance(obs, Mapping):  # the ABC test is slow
+                continue
+            keys = keys_for_concept(obs.get("code"))
+            components = obs.get("component")
+            for component in components if isinstance(components, list) else ():
+                if isinstance(component, dict):
+                    keys = keys | keys_for_concept(component.get("code"))
+            if not keys:
+                continue
+            position = len(self.observations)
+            self.observations.append(obs)
+            for key in keys:
+                self._positions.setdefault(key, []).append(position)
+
+    def coded_in(self, *keys: str) -> list[Mapping]:
+        """The observations with a code or a component's code in one of the value sets `keys`,
+        in record order (each once)."""
+        self.terminology.known(keys)
+        found = [self._positions.get(key, ()) for key in keys]
+        positions = found[0] if len(found) == 1 else sorted(set().union(*found))
+        return [self.observations[i] for i in positions]
+
+
 def latest_usable(
     observations: Iterable[Mapping],
     terminology: Terminology,

@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from cds_hooks.clinical.labs import (
+    ObservationIndex,
     aware,
     fmt,
     normalise_unit,
@@ -135,6 +136,13 @@ class _RenalCodes:
     kidney_failure: _Codes
     aki: _Codes
     equations: tuple[_Codes, ...]
+
+    @property
+    def kidney_conditions(self) -> frozenset[str]:
+        """The condition value sets, to pass over every other Condition at once."""
+        return frozenset(
+            c.key for c in (self.dialysis, self.ckd_severe, self.kidney_failure, self.aki)
+        )
 
     @classmethod
     def of(cls, terminology: Terminology, sets: RenalValueSets) -> _RenalCodes:
@@ -348,7 +356,7 @@ def age_years(patient: Mapping | None, now: datetime) -> int | None:
 
 
 def _cockcroft_gault(
-    observations: list[Mapping],
+    observations: ObservationIndex,
     patient: Mapping | None,
     codes: _RenalCodes,
     now: datetime,
@@ -361,9 +369,15 @@ def _cockcroft_gault(
     if factor is None or age is None or age < min_age_years:
         return None
     creatinine = _latest_amount(
-        observations, codes.creatinine, _CREATININE_UNITS, now, max_age_days
+        observations.coded_in(codes.creatinine.key),
+        codes.creatinine,
+        _CREATININE_UNITS,
+        now,
+        max_age_days,
     )
-    weight = _latest_amount(observations, codes.weight, _WEIGHT_UNITS, now, max_age_days)
+    weight = _latest_amount(
+        observations.coded_in(codes.weight.key), codes.weight, _WEIGHT_UNITS, now, max_age_days
+    )
     if creatinine is None or weight is None:
         return None
     scr_when, scr_mg_dl, (scr_value, scr_unit), scr_obs = creatinine
@@ -414,15 +428,18 @@ def _from_condition(
 
 
 def _kidney_conditions(
-    conditions: list[Mapping], codes: _RenalCodes
+    conditions: list[Mapping], codes: _RenalCodes, terminology: Terminology
 ) -> tuple[_Found, _Found, _Found]:
     """(dialysis, CKD 4-5 / ESRD / kidney failure, acute kidney injury) present Conditions."""
     dialysis: _Found = []
     severe: _Found = []
     acute: _Found = []
+    kidney = codes.kidney_conditions
     for condition in conditions:
         if condition.get("resourceType", "Condition") != "Condition":
             continue
+        if terminology.keys_for_concept(as_dict(condition.get("code"))).isdisjoint(kidney):
+            continue  # no kidney condition: its status need not be read
         if not status.condition_present(condition):
             continue
         # Checked independently: "ESRD on dialysis" codes may sit in both sets.
@@ -447,7 +464,7 @@ def _day(moment: datetime) -> date:
 
 
 def _measured(
-    observations: list[Mapping],
+    observations: ObservationIndex,
     codes: _RenalCodes,
     now: datetime,
     lookback_days: int,
@@ -456,7 +473,10 @@ def _measured(
     best: tuple[tuple, str, _Reading] | None = None
     # Rank: later day first; on the same day creatinine clearance before eGFR; then later time.
     for rank, (kind, code_set) in enumerate((("crcl", codes.crcl), ("egfr", codes.egfr))):
-        for reading in _clearance_readings(observations, code_set, now, lookback_days):
+        readings = _clearance_readings(
+            observations.coded_in(code_set.key), code_set, now, lookback_days
+        )
+        for reading in readings:
             key = (_day(reading.when), -rank, reading.when)
             if best is None or key > best[0]:
                 best = (key, kind, reading)
@@ -464,7 +484,7 @@ def _measured(
 
 
 def renal_function(
-    observations: Iterable[Mapping],
+    observations: Iterable[Mapping] | ObservationIndex,
     conditions: Iterable[Mapping],
     patient: Mapping | None,
     terminology: Terminology,
@@ -482,13 +502,15 @@ def renal_function(
     `cockcroft_gault_max_age_days`, and the patient must be `cockcroft_gault_min_age_years` or
     older with gender male or female). Codes are matched against the value sets named in
     `value_sets`, by the one matcher (`Terminology`). Conditions count when `fhir.status` finds
-    them present.
+    them present. `observations` may be the record's `ObservationIndex` (built once per call);
+    a plain list is indexed here.
     """
     now = aware(now)
     codes = _RenalCodes.of(terminology, value_sets)
-    observations = [o for o in observations if isinstance(o, Mapping)]
+    if not isinstance(observations, ObservationIndex):
+        observations = ObservationIndex(observations, terminology)
     conditions = [c for c in conditions if isinstance(c, Mapping)]
-    dialysis, severe, acute = _kidney_conditions(conditions, codes)
+    dialysis, severe, acute = _kidney_conditions(conditions, codes, terminology)
     on_dialysis = bool(dialysis)
 
     measured = _measured(observations, codes, now, lookback_days)

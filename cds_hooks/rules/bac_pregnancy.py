@@ -129,7 +129,7 @@ def _latest_intention(ctx: RuleContext) -> str | None:
     max_days = int(ctx.settings.value("planning_observation_max_age_days"))
     today = ctx.now.astimezone(UTC).date()
     latest: tuple[datetime, Mapping] | None = None
-    for obs in ctx.record.observations:
+    for obs in ctx.record.observations_in(*question):
         when = effective_time(obs)
         if not status.observation_usable(obs) or when is None:
             continue
@@ -197,7 +197,7 @@ def _latest_positive(ctx) -> str | None:
     positive = _lower(settings.value("positive_answers"))
     negative = _lower(settings.value("negative_answers"))
     latest: tuple[tuple[datetime, bool], str] | None = None
-    for obs in ctx.record.observations:
+    for obs in ctx.record.observations_in(status_key, test_key):
         when = effective_time(obs)
         if not status.observation_usable(obs) or when is None or when < oldest:
             continue

@@ -44,7 +44,7 @@ def kidney_function(ctx: RuleContext) -> RenalFunction | None:
     return ctx.record.memo(
         "kidney_function",
         lambda: renal_function(
-            ctx.record.observations,
+            ctx.record.observation_index or ctx.record.observations,
             [c.resource for c in ctx.record.conditions],
             ctx.record.patient,
             knowledge.terminology,

@@ -251,7 +251,7 @@ def _pump(ctx) -> bool:
 def _latest(ctx: RuleContext, name: str) -> Mapping | None:
     """The most recent usable Observation in the rule's value set `name`, within the look-back."""
     return latest_usable(
-        ctx.record.observations,
+        ctx.record.observations_in(*ctx.settings.keys(name)),
         ctx.knowledge.terminology,
         ctx.settings.keys(name),
         ctx.now,

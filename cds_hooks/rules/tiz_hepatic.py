@@ -97,7 +97,7 @@ def _latest(ctx, lookback_days: int) -> list[_Reading]:
     for enzyme in _ENZYMES:
         keys = ctx.settings.keys(enzyme)
         best: tuple[datetime, Mapping] | None = None
-        for obs in ctx.record.observations:
+        for obs in ctx.record.observations_in(*keys):
             if not status.observation_usable(obs):
                 continue
             if not any(terminology.in_valueset(obs.get("code"), k) for k in keys):
@@ -180,12 +180,9 @@ def _any_enzyme(ctx) -> bool:
     """A recent ALT/AST whose value could not be read still counts as monitored."""
     terminology = ctx.knowledge.terminology
     since = ctx.now - timedelta(days=int(ctx.settings.value("monitoring_lookback_days")))
-    for obs in ctx.record.observations:
-        if any(
-            terminology.in_valueset(obs.get("code"), k)
-            for e in _ENZYMES
-            for k in ctx.settings.keys(e)
-        ):
+    keys = [k for e in _ENZYMES for k in ctx.settings.keys(e)]
+    for obs in ctx.record.observations_in(*keys):
+        if any(terminology.in_valueset(obs.get("code"), k) for k in keys):
             when = effective_time(obs)
             if when is not None and when >= since:
                 return True
