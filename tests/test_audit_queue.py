@@ -11,6 +11,7 @@ closes the race between the two).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -26,7 +28,7 @@ from sqlalchemy import func, select
 
 from cds_hooks import create_app
 from cds_hooks.commands.report import parse_day
-from cds_hooks.store import StoreSettings, open_store, writer
+from cds_hooks.store import CallAudit, StoreSettings, open_store, writer
 from cds_hooks.store import feedback as feedback_store
 from cds_hooks.store.db import cards, feedback, hook_calls, suppression_state
 from tests.factories import LISINOPRIL_10_TAB, MS, condition, hook_request, med_request
@@ -409,3 +411,59 @@ def test_reconciled_feedback_counts_only_from_the_cards_recipient(tmp_path):
         assert state == {"fp-a": "card-a"}  # only the recipient's override silences its order
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork: POSIX only")
+def test_a_forked_workers_threads_racing_to_their_first_call_lose_no_audit(tmp_path, monkeypatch):
+    """gunicorn preloads the app, forks, and runs gthread workers: the first calls of a new
+    worker come on several threads at once. The queue (and the pending overlay) a fork copied
+    must be made the child's own once, at the fork, not by whichever thread calls first: two
+    threads each starting "fresh" dropped what the other had just queued (an audit record lost,
+    cards included, and their card uuids gone from the overlay)."""
+    store = open_store(StoreSettings(data_dir=str(tmp_path), audit_flush_seconds=60))
+    call = CallAudit(
+        hook_instance="h",
+        service_id=SERVICE,
+        hook="order-select",
+        called_at=datetime.now(UTC),
+        duration_ms=1.0,
+        status="ok",
+        patient_id="p1",
+    )
+    slowed: list[str] = []
+    originals = {cls: cls._fresh for cls in (writer.AuditQueue, writer.Pending)}
+
+    def widen(cls):
+        def fresh(self):
+            if cls.__name__ not in slowed:  # the first to start fresh is overtaken by the second
+                slowed.append(cls.__name__)
+                time.sleep(0.3)
+            originals[cls](self)
+
+        return fresh
+
+    for cls in originals:
+        monkeypatch.setattr(cls, "_fresh", widen(cls))
+    pid = os.fork()
+    if pid == 0:  # the worker: two threads, their first calls at once
+        code = 70
+        try:
+            barrier = threading.Barrier(2)
+
+            def first_call(n: int) -> None:
+                barrier.wait()
+                store.pending.add([f"card-{n}"], [], datetime.now(UTC))
+                assert store.queue.put(dataclasses.replace(call, hook_instance=f"h{n}"))
+
+            threads = [threading.Thread(target=first_call, args=(n,)) for n in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            held = len(store.pending)
+            written = store.drain(10) and count(store)
+            code = 0 if (held, written) == (2, 2) else 10 * held + int(written)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "(pending cards, rows written) = (2, 2)"

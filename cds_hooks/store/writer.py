@@ -66,6 +66,7 @@ class Pending:
 
     def __init__(self) -> None:
         self._fresh()
+        _pendings.add(self)
 
     def _fresh(self) -> None:
         self._pid = os.getpid()
@@ -133,7 +134,8 @@ class AuditQueue:
         _queues.add(self)
 
     def _fresh(self) -> None:
-        # Per process: a fork copies the queue, its lock and no thread. The child starts empty.
+        # Per process: a fork copies the queue, its lock and no thread. The child starts empty,
+        # made so at the fork (_after_fork), before any of its threads can put.
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._items: deque[Any] = deque()
@@ -242,6 +244,20 @@ class AuditQueue:
 
 
 _queues: weakref.WeakSet[AuditQueue] = weakref.WeakSet()
+_pendings: weakref.WeakSet[Pending] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # In the child, while it has one thread: its queues and overlays start empty here. Left to
+    # the pid checks of the first calls, two threads of a gthread worker (gunicorn preloads the
+    # app, then forks) could both start "fresh", the second dropping what the first had queued.
+    for queue in _queues:
+        queue._fresh()
+    for pending in _pendings:
+        pending._fresh()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def drain_all(timeout: float = 30.0) -> None:
