@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from cds_hooks import create_app
 from cds_hooks.commands.report import parse_day
@@ -467,3 +467,26 @@ def test_a_forked_workers_threads_racing_to_their_first_call_lose_no_audit(tmp_p
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "(pending cards, rows written) = (2, 2)"
+
+
+def test_order_sign_while_the_writer_commits_the_select_still_counts_it(knowledge, tmp_path):
+    """The overlay is read before the table: the writer committing the select between the two
+    (the table read before its commit, the overlay cleared after it) hid the select from both,
+    and order-sign showed the card again in the very process that had just shown it."""
+    app = make_app(knowledge, tmp_path, **SLOW)
+    client = app.test_client()
+    assert rule_cards(client, "order-select")
+    store = store_of(app)
+    assert len(store.pending) > 0 and count(store, suppression_state) == 0
+    drained: list[bool] = []
+
+    def the_writer_commits_now(conn, cursor, statement, *args) -> None:
+        if "FROM suppression_state" in statement and not drained:  # its snapshot is taken
+            drained.append(store.drain())
+
+    event.listen(store.engine, "after_cursor_execute", the_writer_commits_now)
+    response = client.post(
+        "/cds-services/antispasticity-order-sign", json=warning_request("order-sign")
+    )
+    assert drained == [True]  # the select written, the overlay cleared, mid-decision
+    assert response.status_code == 200 and response.headers.get("X-CDS-Suppressed") == "2"

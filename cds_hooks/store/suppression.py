@@ -180,11 +180,14 @@ def decide(
         raise ValueError("decide needs a connection: lookup_needed said so")
     check_override = settings.overridden_window > timedelta(0)
     check_select = hook == "order-sign" and settings.select_sign
+    # The overlay before the table: the writer commits a queued select, then clears it from the
+    # overlay; read the other way round, a commit in between was in neither.
+    queued = {fp: pending(fp) for fp in wanted} if pending is not None and check_select else {}
     state = {row[0]: row[1:] for fp in sorted(wanted) for row in _STATE.rows(conn, {"fp": fp})}
     earlier: dict[str, tuple[str, str]] = {}  # fingerprint -> (why, earlier uuid)
     for fp in sorted(wanted):
         select_card, select_at, override_card, override_at = state.get(fp, (None,) * 4)
-        shown = pending(fp) if pending is not None and check_select else None
+        shown = queued.get(fp)
         if shown is not None and (select_at is None or shown[1] > select_at):
             select_card, select_at = shown
         if check_override and override_at and override_at >= now - settings.overridden_window:
