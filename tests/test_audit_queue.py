@@ -30,7 +30,7 @@ from cds_hooks import create_app
 from cds_hooks.commands.report import parse_day
 from cds_hooks.store import CallAudit, StoreSettings, open_store, writer
 from cds_hooks.store import feedback as feedback_store
-from cds_hooks.store.db import cards, feedback, hook_calls, suppression_state
+from cds_hooks.store.db import cards, feedback, hook_calls, suppression_state, writing
 from tests.factories import LISINOPRIL_10_TAB, MS, condition, hook_request, med_request
 from tests.servers import free_port
 from tests.test_crash import CLI, start_server
@@ -490,3 +490,46 @@ def test_order_sign_while_the_writer_commits_the_select_still_counts_it(knowledg
     )
     assert drained == [True]  # the select written, the overlay cleared, mid-decision
     assert response.status_code == 200 and response.headers.get("X-CDS-Suppressed") == "2"
+
+
+def test_a_failed_batch_is_written_one_by_one_each_call_once(processes, caplog):
+    """A batch the database refuses is rolled back whole and written again call by call: the
+    good calls' rows, select memory and reconciled feedback once each (not twice, not never),
+    the bad call's audit lost and logged, and the overlay cleared either way."""
+    a, b = processes(**SLOW), processes(**SLOW)
+    client = a.test_client()
+    (good,) = rule_cards(client, "order-select")
+    store = store_of(a)
+    selected = set(store.pending._cards)
+    bad = rule_cards(client, "order-sign")  # held back: the select is queued
+    signed = store.pending._cards - selected
+    status, receipt = post(b.test_client(), [overridden(good["uuid"])])
+    assert status == 200 and receipt["unknownCards"] == [good["uuid"]]
+    with writing(store.engine) as conn:  # a row the bad call's insert collides with
+        conn.execute(
+            cards.insert(),
+            [
+                {
+                    "uuid": u,
+                    "call_id": 0,
+                    "service_id": SERVICE,
+                    "shown_at": datetime.now(UTC),
+                    "rule_id": RULE,
+                    "indicator": "info",
+                    "summary": "x",
+                    "shown": True,
+                }
+                for u in signed
+            ],
+        )
+    assert bad == [] and store.drain() and len(store.pending) == 0
+    assert "its record is lost" in caplog.text
+    assert count(store) == 1 and count(store, cards) == len(selected) + len(signed)
+    (row,) = feedback_rows(store)
+    assert (row["known_card"], row["from_recipient"]) == (True, True)
+    with store.engine.connect() as conn:
+        states = conn.execute(select(suppression_state)).all()
+    assert {s.select_card for s in states} == selected  # once each, from the select call
+    (state,) = [s for s in states if s.override_card is not None]
+    assert (state.select_card, state.override_card) == (good["uuid"], good["uuid"])
+    assert rule_cards(b.test_client(), "order-select") == []  # the reconciled override holds
