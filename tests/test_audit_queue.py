@@ -19,6 +19,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -444,10 +445,13 @@ def test_a_forked_workers_threads_racing_to_their_first_call_lose_no_audit(tmp_p
 
     for cls in originals:
         monkeypatch.setattr(cls, "_fresh", widen(cls))
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python 3.12+: "multi-threaded, use of fork()": as gunicorn
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the worker: two threads, their first calls at once
         code = 70
         try:
+            signal.alarm(60)  # never a hung test: the child dies, the parent's assert fails
             barrier = threading.Barrier(2)
 
             def first_call(n: int) -> None:
