@@ -250,6 +250,24 @@ def render(results: dict[str, Any]) -> str:
                 f"| {row['ratio']:.2f} | {o['errors']} / {q['errors']} |"
             )
         first = next(iter(p["runs"].values()), None)
+        if first and first.get("alone") and first.get("inprocess"):
+            workers = next(iter(p["runs"]))
+            http = first["ours"]["cpu_ms_per_request"]
+            called = first["inprocess"]["cpu_ms_per_call"]
+            alone = first["alone"]["cpu_ms_per_request"]
+            peer_cpu = first["peer"]["cpu_ms_per_request"]
+            lines += [
+                "",
+                f"Where our CPU per request goes ({workers} workers, the same slices): over HTTP "
+                f"{http:.2f} ms; the same body called in process (WSGI, one thread) "
+                f"{called:.2f} ms CPU per call (p50 {first['inprocess']['p50']:.2f} ms); the "
+                f"server alone (gunicorn with our settings around an app that only reads the "
+                f"body, bench/server_alone.py) {alone:.3f} ms at "
+                f"{first['alone']['requests_per_s']:.0f} req/s; the rest (threads, sockets, "
+                f"the GIL shared by a worker's threads) {http - called - alone:.2f} ms. The "
+                f"peer: {peer_cpu:.2f} ms; 3x its requests/s on the same cores needs about "
+                f"{peer_cpu / 3:.2f} ms per request.",
+            ]
         if first and isinstance(first.get("ours_cards"), list):
             lines += [
                 "",

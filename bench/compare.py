@@ -18,10 +18,11 @@ import json
 import statistics
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from bench import fixtures, load
+from bench import fixtures, inprocess, load
 
 
 def _peer_body() -> bytes:
@@ -52,31 +53,69 @@ def side_by_side(
         body = work / "body.json"
         body.write_bytes(raw)
         runs: dict[str, Any] = {}
-        for workers in worker_counts:
+        call = _inprocess_caller(work / "inprocess")
+        for index, workers in enumerate(worker_counts):
+            # With the first worker count, also where our CPU goes: the server alone and the
+            # same body called in process, in the same rotation.
+            breakdown = index == 0
             with (
                 load.ours(workers, work / f"ours-{workers}", raw) as ours,
                 load.peer(workers, work / f"peer-{workers}", raw, python) as peer,
+                load.server_alone(workers, work / f"alone-{workers}", raw)
+                if breakdown
+                else nullcontext() as alone,
             ):
                 # Under load every answer must still carry the dopamine-antagonist card.
                 ours.marker, peer.marker = OURS_MARKER, PEER_MARKER
-                slices: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+                servers = [ours, peer, *([alone] if alone else [])]
+                slices: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+                in_process: list[dict[str, Any]] = []
                 for n in range(rounds):
-                    for server in (ours, peer) if n % 2 == 0 else (peer, ours):
+                    for server in servers if n % 2 == 0 else servers[::-1]:
                         slices[server.name].append(load.drive(server, body, connections, piece))
+                    if breakdown:
+                        in_process.append(inprocess.cpu_per_call(call, raw, piece))
                 row: dict[str, Any] = {
                     "ours_cards": _cards(load.answer(ours, raw), OURS_EXPECTED, "ours"),
                     "peer_cards": _cards(load.answer(peer, raw), PEER_EXPECTED, "peer"),
                     "ours": _combine(slices["ours"]),
                     "peer": _combine(slices["peer"]),
                 }
+                if alone:
+                    row["alone"] = _combine(slices["alone"])
+                    row["inprocess"] = _combine_inprocess(in_process)
             row["ratio"] = row["ours"]["requests_per_s"] / row["peer"]["requests_per_s"]
             runs[str(workers)] = row
             log(
                 f"  {workers} worker(s): ours {_brief(row['ours'])}; peer {_brief(row['peer'])}; "
                 f"ours/peer {row['ratio']:.2f}"
             )
+            if breakdown:
+                log(
+                    f"  CPU per request: ours {row['ours']['cpu_ms_per_request']:.2f} ms over "
+                    f"HTTP, {row['inprocess']['cpu_ms_per_call']:.2f} ms called in process, "
+                    f"server alone {row['alone']['cpu_ms_per_request']:.3f} ms; peer "
+                    f"{row['peer']['cpu_ms_per_request']:.2f} ms"
+                )
         out["runs"] = runs
     return out
+
+
+def _inprocess_caller(folder: Path) -> Callable[[bytes], dict[str, Any]]:
+    """Our app called as gunicorn calls it, in this process (production GC settings)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    call = inprocess.wsgi_caller(inprocess.make_app(str(folder)))
+    inprocess.tune_gc()
+    return call
+
+
+def _combine_inprocess(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    calls = sum(s["calls"] for s in slices)
+    return {
+        "calls": calls,
+        "cpu_ms_per_call": 1000 * sum(s["cpu_seconds"] for s in slices) / calls,
+        "p50": statistics.median(s["wall"]["p50"] for s in slices),
+    }
 
 
 # The two warnings both services must give on the side-by-side body (words of each card's

@@ -183,6 +183,30 @@ def run(
     return results
 
 
+def cpu_per_call(
+    call: Callable[[bytes], dict[str, Any]], raw: bytes, seconds: float
+) -> dict[str, Any]:
+    """`raw` called again and again through `call` for `seconds`: CPU time (user + system, every
+    thread of this process: the audit writer's too) per call, as the load runs measure a server's
+    processes, and the median wall time of a call."""
+    import os
+    import time
+
+    walls: list[float] = []
+    before = os.times()
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        walls.append(timed_ms(lambda: call(raw)))
+    after = os.times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return {
+        "calls": len(walls),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_call": 1000 * cpu / len(walls),
+        "wall": summary(walls),
+    }
+
+
 def tune_gc() -> None:
     """The garbage-collector settings the production server runs with (gunicorn_conf)."""
     from cds_hooks.gunicorn_conf import tune_gc as production_gc

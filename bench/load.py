@@ -150,6 +150,20 @@ def ours(workers: int, folder: Path, warm_body: bytes) -> Iterator[Server]:
         yield server
 
 
+@contextmanager
+def server_alone(workers: int, folder: Path, warm_body: bytes) -> Iterator[Server]:
+    """gunicorn with our settings around a WSGI app that only reads the body (bench.server_alone):
+    what the HTTP server costs per request before our app does anything."""
+    from cds_hooks.gunicorn_conf import DEFAULT_THREADS
+
+    port = free_port()
+    command = [sys.executable, "-m", "bench.server_alone", "--port", str(port)]
+    command += ["--workers", str(workers), "--threads", str(DEFAULT_THREADS)]
+    env = {**os.environ, "PYTHONPATH": str(fixtures.REPO)}
+    with _running("alone", command, env, port, OUR_PATH, workers, folder, warm_body) as server:
+        yield server
+
+
 def peer_python(log: Callable[[str], None]) -> Path:
     """The peer's own virtual environment under bench/work/, made once (pip from PyPI)."""
     venv = WORK / "peer-venv"
