@@ -35,6 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from functools import cached_property, lru_cache
 from typing import Any
 
 from cds_hooks.clinical.labs import (
@@ -137,7 +138,7 @@ class _RenalCodes:
     aki: _Codes
     equations: tuple[_Codes, ...]
 
-    @property
+    @cached_property
     def kidney_conditions(self) -> frozenset[str]:
         """The condition value sets, to pass over every other Condition at once."""
         return frozenset(
@@ -145,6 +146,7 @@ class _RenalCodes:
         )
 
     @classmethod
+    @lru_cache(maxsize=16)  # per terminology and value sets: once per process, not per call
     def of(cls, terminology: Terminology, sets: RenalValueSets) -> _RenalCodes:
         def codes(key: str) -> _Codes:
             return _Codes(terminology, key)
