@@ -5,6 +5,11 @@ Client errors answer a 400 saying what is wrong (with the JSON path of a limit b
 UTF-8 (a leading BOM is tolerated), not JSON, NaN or Infinity, numbers of absurd length,
 duplicate keys, U+0000 or a lone surrogate in a string, and the depth, length and count limits
 below. The byte size itself is MAX_BODY_BYTES (413) in the app.
+
+A body is first read by msgspec's typed decoder, which enforces the limits in C while it reads
+(`_checked_parse`); it only ever says "within the limits". Anything it declines (a breach, an
+oddity, or a body nesting deeper than its type stack) is read as before (orjson, else the stdlib
+parser with hooks) and walked (`check_limits`), which words the breach with its JSON path.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from itertools import chain, compress
-from typing import Any
+from typing import Annotated, Any, NewType
 
+import msgspec
 import orjson
 
 from cds_hooks.errors import BadRequest, Problem
@@ -40,76 +45,102 @@ def parse_json(raw: bytes) -> Any:
     Infinity, numbers of absurd length, duplicate keys, U+0000 or a lone surrogate in a string,
     and any breach of the depth, length and count limits.
     """
+    parsed = _checked_parse(raw)
+    if parsed is not _SLOW:
+        return parsed
+    # Whatever the checked parse declined is read and walked as before, and the walk words the
+    # breach: the checked parse only ever says "within the limits".
     parsed = _fast_parse(raw)
     if parsed is _SLOW:
         parsed = _slow_parse(raw)
     raw_bytes = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogatepass")
     scan_strings = _ODD_ESCAPE.search(raw_bytes) is not None
     long_strings = len(raw_bytes) > MAX_STRING_CHARS  # a string has at most that many chars
-    if scan_strings or len(raw_bytes) < C_WALK_BYTES or not _clean(parsed, long_strings):
-        check_limits(parsed, scan_strings=scan_strings, long_strings=long_strings)
+    check_limits(parsed, scan_strings=scan_strings, long_strings=long_strings)
     return parsed
 
 
-# From this size on `_clean` (loops in C) replaces `_first_breach` (a Python loop over every
-# value) for bodies within the limits. Measured in the app (whole calls, alternating, load ~1.8):
-# 2.7 MB 77 -> 72 ms, 9 MB 276 -> 260 ms; at 0.9 MB and below the walk is as fast or faster
-# (alone, on a body parsed long before, `_clean` looked 2.5x faster: a cold-cache artefact).
-C_WALK_BYTES = 1_000_000
-_CONTAINER = frozenset((dict, list)).__contains__
-_DICT = frozenset((dict,)).__contains__
-_LIST = frozenset((list,)).__contains__
-_STR = frozenset((str,)).__contains__
+# ---- The checked parse: the limits enforced in C while the body is read ------------------------
+#
+# msgspec's typed decoder checks each object's and array's length, each key's and string's length
+# and each integer's range as it reads. The depth limit is a stack of types, one per level:
+# level k is an object of level k-1 values, an array of level k-1 items, or a scalar; level 0 is
+# scalars only, so a body nesting deeper than _TYPED_DEPTH levels is refused. msgspec builds its
+# decoder as a tree (no node shared): with objects and arrays in every level's values the tree
+# doubles per level (16 levels: 0.3 s at import). FHIR JSON never puts an array directly in an
+# array, and neither does CDS Hooks, so an item is an object or a scalar and an array of arrays is
+# declined: the tree then grows by Fibonacci (~1.6x per level; 20 levels: ~0.1 s). The stack stops
+# at _TYPED_DEPTH, below MAX_DEPTH but above the hook calls we know (a resource in a prefetched
+# Bundle starts 6 deep and nested extensions reach ~18; the 10,000-resource bench body nests 13).
+# Deeper bodies, up to MAX_DEPTH, and arrays of arrays are read and walked as before.
+_TYPED_DEPTH = 20
 
 
-def _clean(value: Any, long_strings: bool = True) -> bool:
-    """True when `value` breaches none of the depth, count, key-length and (`long_strings`)
-    string-length limits.
+def limited_decoder(
+    depth: int = _TYPED_DEPTH,
+    members: int = MAX_OBJECT_MEMBERS,
+    items: int = MAX_ARRAY_ITEMS,
+    key_chars: int = MAX_KEY_CHARS,
+    string_chars: int = MAX_STRING_CHARS,
+) -> msgspec.json.Decoder[Any]:
+    """A decoder of JSON values nesting at most `depth` containers, within the other limits,
+    with no array directly in an array.
 
-    The same limits as `_first_breach` (which runs, and words the breach, whenever this says
-    False), checked level by level with the loops in C: each level's containers are split by
-    type with `itertools.compress` and measured with `map(len, ...)`; the next level is their
-    values (`chain` over `dict.values` and the lists) filtered to dicts and lists. A level is
-    taken in slices of _SLICE containers, so that the several passes over a slice find it in
-    the CPU cache (whole levels of a 10,000-resource body did not fit: twice the time).
-    U+0000 and lone surrogates are not looked for: callers use `check_limits` when the raw text
-    may hold one.
+    Integers are held to the 64-bit range (19 digits at most, so none is of absurd length).
     """
-    if type(value) is not dict and type(value) is not list:
-        return False
-    level: list[Any] = [value]
-    depth = total = 0
-    keys: set[str] = set()
-    while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            return False
-        below: list[Any] = []
-        for start in range(0, len(level), _SLICE):
-            part = level[start : start + _SLICE]
-            kinds = list(map(type, part))
-            dicts = list(compress(part, map(_DICT, kinds)))
-            lists = list(compress(part, map(_LIST, kinds))) if len(dicts) < len(part) else []
-            if dicts and max(map(len, dicts)) > MAX_OBJECT_MEMBERS:
-                return False
-            if lists and max(map(len, lists)) > MAX_ARRAY_ITEMS:
-                return False
-            total += sum(map(len, part))
-            if total > MAX_VALUES:
-                return False
-            keys.update(*dicts)
-            found = list(chain(chain.from_iterable(map(dict.values, dicts)), *lists))
-            kinds = list(map(type, found))
-            if long_strings and max(map(len, compress(found, map(_STR, kinds))), default=0) > (
-                MAX_STRING_CHARS
-            ):
-                return False
-            below += compress(found, map(_CONTAINER, kinds))
-        level = below
-    return max(map(len, keys), default=0) <= MAX_KEY_CHARS  # JSON keys are strings
+    text: Any = Annotated[str, msgspec.Meta(max_length=string_chars)]
+    key: Any = Annotated[str, msgspec.Meta(max_length=key_chars)]
+    integer: Any = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    scalar: Any = text | integer | float | bool | None
+    # A value nesting at most `level` containers, and an array's item (no array) likewise.
+    value: Any = scalar
+    item: Any = scalar
+    for level in range(depth):
+        # A NewType per level: typing hashes a union's members, and without it the hash of
+        # level k would recurse into every branch below, exponentially many times.
+        values: Any = NewType(f"Value{level}", value)  # type: ignore[misc]
+        items_below: Any = NewType(f"Item{level}", item)  # type: ignore[misc]
+        obj: Any = Annotated[dict[key, values], msgspec.Meta(max_length=members)]
+        value = obj | Annotated[list[items_below], msgspec.Meta(max_length=items)] | scalar
+        item = obj | scalar
+    return msgspec.json.Decoder(value)
 
 
-_SLICE = 256
+_CHECKED = limited_decoder()
+
+
+def _checked_parse(raw: bytes) -> Any:
+    """The body when it is certainly within every limit and what _slow_parse would return, else
+    _SLOW (and the caller reads it the old way, and words any breach).
+
+    In C while reading: syntax, UTF-8, lone surrogates (msgspec refuses every unpaired escape),
+    NaN/Infinity and out-of-range floats (refused), integers outside the 64-bit range (refused),
+    depth up to _TYPED_DEPTH, object members, array items, key and string lengths. Floats are
+    read to the same double as float() (correctly rounded; tested against it). Around it:
+    * U+0000 can only come from the escape \\u0000 (a raw control character is refused), and an
+      escaped colon (\\u003a) would break the colon count below: a body holding either text is
+      declined (one search for both).
+    * The total of values: every member of a container owns two bytes of the text no other
+      member owns, the first of its value and the comma before it (a container's first member:
+      the container's closing bracket), so a body of at most 2 * MAX_VALUES bytes holds at most
+      MAX_VALUES; a longer one is bounded by its commas, brackets and braces (every member but a
+      container's first follows a comma).
+    * Duplicate keys are found by counting colons (`_no_key_dropped`).
+    """
+    if not isinstance(raw, bytes) or _ESCAPED_NUL_OR_COLON.search(raw):
+        return _SLOW
+    if len(raw) > 2 * MAX_VALUES and (
+        raw.count(b",") + raw.count(b"[") + raw.count(b"{") > MAX_VALUES
+    ):
+        return _SLOW
+    try:
+        value = _CHECKED.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _SLOW
+    return value if _no_key_dropped(raw, value) else _SLOW
+
+
+_ESCAPED_NUL_OR_COLON = re.compile(rb"\\u00(?:00|3)")
 
 
 def _slow_parse(raw: bytes | str) -> Any:
@@ -298,10 +329,24 @@ def _fast_parse(raw: bytes) -> Any:
         return _SLOW
     try:
         value = orjson.loads(raw)
-        again = orjson.dumps(value)
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+    except orjson.JSONDecodeError:
         return _SLOW
-    return value if raw.count(b":") == again.count(b":") else _SLOW
+    return value if _no_key_dropped(raw, value) else _SLOW
+
+
+def _no_key_dropped(raw: bytes, value: Any) -> bool:
+    """True when the parser that read `raw` into `value` kept every key (no key repeated).
+
+    Both parsers keep the last of repeated keys silently. The raw text has one colon per key plus
+    the literal ones inside strings, the re-serialisation one per kept key plus the ones inside
+    kept strings, so the counts differ exactly when a key was dropped. Callers decline bodies
+    with an escaped colon (\\u003a), which would break the count.
+    """
+    try:
+        again = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return raw.count(b":") == again.count(b":")
 
 
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")

@@ -96,8 +96,9 @@ def test_setting_off_shows_the_card_at_sign(knowledge, tmp_path, off):
 
 
 def test_select_outside_the_window_does_not_suppress(knowledge, tmp_path):
-    early = make_app(knowledge, tmp_path, NOW="2026-11-21T06:00:00Z").test_client()
-    assert len(rule_cards(early, request("order-select"))) == 1
+    early = make_app(knowledge, tmp_path, NOW="2026-11-21T06:00:00Z")
+    assert len(rule_cards(early.test_client(), request("order-select"))) == 1
+    early.extensions["cds_hooks"].store.drain()  # another process: sees it once written
     late = make_app(knowledge, tmp_path, SELECT_SIGN_WINDOW_MINUTES=60).test_client()
     assert len(rule_cards(late, request("order-sign"))) == 1
     wide = make_app(knowledge, tmp_path, SELECT_SIGN_WINDOW_MINUTES=600).test_client()

@@ -20,8 +20,16 @@ from sqlalchemy.pool import StaticPool
 from cds_hooks.config import boolean, integer, number, path, setting, text
 from cds_hooks.record import MedOrder
 from cds_hooks.store import feedback as feedback_store
-from cds_hooks.store.audit import CallAudit, PatientIds, write_call, write_calls
-from cds_hooks.store.db import database_url, make_engine, migrate, writing
+from cds_hooks.store.audit import CallAudit, CardedCall, PatientIds, write_call, write_calls
+from cds_hooks.store.db import (
+    AUTOCHECKPOINT_PAGES,
+    BACKSTOP_CHECKPOINT_PAGES,
+    database_url,
+    lock_cards,
+    make_engine,
+    migrate,
+    writing,
+)
 from cds_hooks.store.replay import ReplayStore
 from cds_hooks.store.reports import Report, rule_report
 from cds_hooks.store.retention import Pruner, Retention, prune
@@ -31,9 +39,11 @@ from cds_hooks.store.suppression import (
     SuppressionSettings,
     decide,
     fingerprint,
+    lookup_needed,
     record_shown,
+    shown_at_select,
 )
-from cds_hooks.store.writer import AuditQueue
+from cds_hooks.store.writer import AuditQueue, Pending
 
 __all__ = [
     "CallAudit",
@@ -101,13 +111,15 @@ class StoreSettings:
     audit_queue_size: int = setting(
         1000,
         integer(min=0, max=1_000_000),
-        "Hook calls without cards whose audit may wait for the writer thread (0: written in the "
-        "request). At most this many audit rows are lost if the process is killed.",
+        "Hook calls whose audit (with their cards) may wait for the writer thread (0: all written "
+        "in the request). At most this many calls' audit is lost if the process is killed; "
+        "never feedback.",
     )
     audit_flush_seconds: float = setting(
         0.2,
         number(min=0, max=60),
-        "How long the audit writer gathers calls into one transaction.",
+        "How long the audit writer gathers calls into one transaction; other processes and "
+        "hosts see a call's cards (select -> sign, feedback) this much later.",
     )
     prune_interval_seconds: float = setting(
         600,
@@ -141,12 +153,14 @@ class Store:
         )
         self.replay = ReplayStore(engine)
         self._pruner = Pruner(engine, self.retention, self.clock)
+        self.pending = Pending()  # queued cards, seen by this process as if written
         self.queue = AuditQueue(
             engine,
             self._write_audit,
             size=queue_size,
             flush_seconds=flush_seconds,
-            describe=lambda call: str(call.hook_instance),
+            describe=_describe,
+            written=self._written,
         )
 
     def fingerprint(
@@ -164,28 +178,40 @@ class Store:
     def audit_call(
         self, call: CallAudit, candidates: Sequence[Candidate] = ()
     ) -> dict[str, tuple[str, str]]:
-        """Decide what to suppress and write the audit, in one transaction (one fsync).
+        """Decide what to suppress (in the request) and have the audit written.
 
-        Returns card uuid -> (why, earlier card uuid) for the cards not to show.
+        Returns card uuid -> (why, earlier card uuid) for the cards not to show. The audit waits
+        in the queue (writer.py says what that means); AUDIT_QUEUE_SIZE=0: decided and written
+        in one transaction here.
         """
         self._pruner.ensure_started(os.getpid())
         if not candidates:
-            # No card: nothing to decide, and nothing feedback could name. The audit waits in
-            # the queue (most calls: orders no rule is about), off the request's path.
+            # No card: nothing to decide, and nothing feedback could name.
             if not self.queue.put(call):  # full or off: this request writes its own audit
                 with writing(self.engine, durable=False) as conn:
                     self._write_audit(conn, [call])
             return {}
-        # Cards: decided, audited and remembered in place in the request, so the next call and
-        # feedback sent to any process or host find them at once.
         # The windows are measured on the store's clock, the one feedback is received on: a
         # call's own `now` (a preview's scenario date) is the rules' clinical time, not when the
         # card was shown, so a scenario dated later than the feedback still keeps an override.
         at = self.clock()
-        with writing(self.engine, durable=False) as conn:
-            suppressed = self._held_back(conn, call, candidates, at)
-            write_call(conn, call, self.patients, candidates, suppressed)
-            record_shown(conn, call.hook or "", candidates, suppressed, at)
+        if self.queue.size <= 0:  # the queue off: decided, audited, remembered in one commit
+            with writing(self.engine, durable=False) as conn:
+                suppressed = self._held_back(conn, call, candidates, at)
+                write_call(conn, call, self.patients, candidates, suppressed)
+                record_shown(conn, call.hook or "", candidates, suppressed, at)
+            return suppressed
+        # The decision is a read (suppression_state by key, plus what this process's queue
+        # holds); the writes wait for the writer.
+        suppressed = self._read_held_back(call, candidates, at)
+        item = CardedCall(call, tuple(candidates), suppressed, at)
+        self.pending.add((c.uuid for c in candidates), _selects(item), at)
+        if not self.queue.put(item):  # full: this request writes its own
+            try:
+                with writing(self.engine, durable=False) as conn:
+                    self._write_audit(conn, [item])
+            finally:
+                self._written([item])
         return suppressed
 
     def held_back(
@@ -196,18 +222,42 @@ class Store:
         Card uuid -> (why, earlier card uuid), decided as `audit_call` decides (the preview's
         "what the next call would not show").
         """
-        with self.engine.connect() as conn:
-            return self._held_back(conn, call, candidates, self.clock())
+        return self._read_held_back(call, candidates, self.clock())
+
+    def _read_held_back(
+        self, call: CallAudit, candidates: Sequence[Candidate], at: datetime
+    ) -> dict[str, tuple[str, str]]:
+        if not call.patient_id or not lookup_needed(call.hook or "", candidates, self.suppression):
+            return {}  # nothing could be held back: no connection at all
+        with self.engine.connect() as conn, conn.begin():
+            return self._held_back(conn, call, candidates, at)
 
     def _held_back(
         self, conn: Connection, call: CallAudit, candidates: Sequence[Candidate], at: datetime
     ) -> dict[str, tuple[str, str]]:
         if not candidates or not call.patient_id:
             return {}
-        return decide(conn, call.hook or "", candidates, self.suppression, at)
+        pending = self.pending.shown_at_select
+        return decide(conn, call.hook or "", candidates, self.suppression, at, pending)
 
-    def _write_audit(self, conn: Connection, batch: Sequence[CallAudit]) -> None:
-        write_calls(conn, batch, self.patients)
+    def _write_audit(self, conn: Connection, batch: Sequence[CallAudit | CardedCall]) -> None:
+        """One transaction of the queue's writer (or of a request when the queue is full)."""
+        carded = [item for item in batch if isinstance(item, CardedCall)]
+        # First, before any row is written: feedback.reconcile says why.
+        lock_cards(conn, (c.uuid for item in carded for c in item.candidates))
+        write_calls(conn, [item for item in batch if isinstance(item, CallAudit)], self.patients)
+        for item in carded:
+            hook = item.call.hook or ""
+            write_call(conn, item.call, self.patients, item.candidates, item.suppressed)
+            record_shown(conn, hook, item.candidates, item.suppressed, item.at)
+        if carded:
+            feedback_store.reconcile(conn, [c for item in carded for c in item.candidates])
+
+    def _written(self, batch: Sequence[CallAudit | CardedCall]) -> None:
+        """The batch is committed (or given up on): the database answers for it from now on."""
+        for item in batch:
+            if isinstance(item, CardedCall):
+                self.pending.discard((c.uuid for c in item.candidates), _selects(item))
 
     def drain(self, timeout: float | None = 30.0) -> bool:
         """Write the queued audit of this process now (tests, reports, feedback lookups)."""
@@ -220,7 +270,13 @@ class Store:
         received_at: datetime,
         caller: Caller | None = None,
     ) -> feedback_store.Receipt:
-        """Store feedback durably; only a card's own recipient (`caller`) can silence it."""
+        """Store feedback durably; only a card's own recipient (`caller`) can silence it.
+
+        A card still in this process's audit queue is written first (the queue drained), so the
+        entry finds it; a card queued in another process is reconciled by that process's writer.
+        """
+        if self.pending.holds(str(entry.get("card")) for entry in entries):
+            self.drain()
         return feedback_store.save(
             self.engine,
             service_id,
@@ -248,6 +304,15 @@ class Store:
         self.engine.dispose()
 
 
+def _describe(item: CallAudit | CardedCall) -> str:
+    call = item.call if isinstance(item, CardedCall) else item
+    return str(call.hook_instance)
+
+
+def _selects(item: CardedCall) -> list[tuple[str, str]]:
+    return shown_at_select(item.call.hook or "", item.candidates, item.suppressed)
+
+
 def _fork_safe(engine: Engine) -> None:
     """No database connection may cross a fork (gunicorn preloads the app in its master).
 
@@ -272,6 +337,10 @@ def open_store(settings: StoreSettings, clock: Callable[[], datetime] | None = N
         database_url(settings),
         synchronous=settings.sqlite_synchronous,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        # The queue's writer checkpoints the WAL off the request path; without it, as before.
+        autocheckpoint=(
+            BACKSTOP_CHECKPOINT_PAGES if settings.audit_queue_size > 0 else AUTOCHECKPOINT_PAGES
+        ),
     )
     suppression = SuppressionSettings(
         select_sign=settings.suppress_select_sign,
@@ -289,6 +358,8 @@ def open_store(settings: StoreSettings, clock: Callable[[], datetime] | None = N
             interval_seconds=settings.prune_interval_seconds,
         ),
         clock=clock,
-        queue_size=settings.audit_queue_size,
+        # An in-memory database is one connection (one-shot commands): a writer thread would
+        # share its transaction with the request's reads, for nothing (it never fsyncs).
+        queue_size=0 if isinstance(engine.pool, StaticPool) else settings.audit_queue_size,
         flush_seconds=settings.audit_flush_seconds,
     )

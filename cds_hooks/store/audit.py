@@ -59,6 +59,16 @@ class CallAudit:
     skipped: Sequence[str] = ()
 
 
+@dataclass(frozen=True)
+class CardedCall:
+    """The audit of a call with cards, as queued: what was decided in the request, and when."""
+
+    call: CallAudit
+    candidates: tuple[Candidate, ...]
+    suppressed: Mapping[str, tuple[str, str]]  # card uuid -> (why, earlier card uuid)
+    at: datetime  # the store's clock at the decision: when its order-select cards were shown
+
+
 # Built once: `insert().values(...)` per call made SQLAlchemy build and key a new statement
 # every time (~0.15 ms of a 0.2 ms insert); `Prepared` also skips Core's per-statement work.
 _INSERT_CALL = Prepared(hook_calls.insert())

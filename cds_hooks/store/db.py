@@ -10,10 +10,11 @@ tables that only ever gain columns and indexes; the list below is the whole hist
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,6 +144,10 @@ feedback = Table(
     # False: sent by another client than the one that received the card; kept, never used to
     # suppress, counted apart in reports. NULL: stored before callers were told apart.
     Column("from_recipient", Boolean),
+    # Who sent it: Caller.client (a digest of the JWT's issuer and tenant; NULL with auth off), so
+    # feedback stored before its card was written (the card still in another process's audit
+    # queue) is matched to the card's recipient when the writer writes it (feedback.reconcile).
+    Column("sender", String(64)),
 )
 
 replay = Table(
@@ -190,6 +195,11 @@ def _v3(conn: Connection) -> None:
     _add_columns(conn, cards.c.client, feedback.c.from_recipient)
 
 
+def _v4(conn: Connection) -> None:
+    """Cards written by the audit queue: the sender of feedback that arrived before its card."""
+    _add_columns(conn, feedback.c.sender)
+
+
 def _add_columns(conn: Connection, *columns: Column) -> None:
     for column in columns:
         table = column.table.name
@@ -200,7 +210,7 @@ def _add_columns(conn: Connection, *columns: Column) -> None:
 
 
 # Append only: (version, step). A step gets a Connection inside the migration transaction.
-MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2), (3, _v3)]
+MIGRATIONS: list[tuple[int, Any]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
 LATEST = MIGRATIONS[-1][0]
 
 
@@ -213,7 +223,21 @@ def database_url(settings: StoreSettings) -> str:
     return f"sqlite:///{(data_dir / 'cds-hooks.sqlite').resolve()}"
 
 
-def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> Engine:
+# SQLite's default: a commit that leaves more WAL pages than this checkpoints (and fsyncs) in the
+# request that made it. With the audit queue on, its writer checkpoints in the background
+# (writer.CHECKPOINT_SECONDS) and this larger value is only the backstop that bounds the WAL
+# (~40 MB of 4 kB pages) should the writer not run.
+AUTOCHECKPOINT_PAGES = 1000
+BACKSTOP_CHECKPOINT_PAGES = 10_000
+
+
+def make_engine(
+    url: str,
+    *,
+    synchronous: str = "FULL",
+    busy_timeout_ms: int = 5000,
+    autocheckpoint: int = AUTOCHECKPOINT_PAGES,
+) -> Engine:
     """An engine with the pragmas that make SQLite safe for several threads and processes."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, future=True)
@@ -236,6 +260,7 @@ def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not memory:
             cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint)}")
         # FULL: a commit is fsynced before it returns, so an acknowledged write is on disk.
         cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -281,6 +306,42 @@ def writing(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
+
+
+def checkpoint(engine: Engine) -> None:
+    """A PASSIVE WAL checkpoint (SQLite files; nothing elsewhere): copies what it can of the WAL
+    into the database without waiting for, or blocking, any reader or writer."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # a checked-out connection has one
+        dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+# pg_advisory_xact_lock(CARD_LOCKS, key): the lock space of card uuids (two int4 keys: apart
+# from the migration's one-bigint lock by PostgreSQL's definition).
+CARD_LOCKS = 7320191
+
+
+def lock_cards(conn: Connection, uuids: Iterable[str]) -> None:
+    """PostgreSQL: hold, until this transaction ends, a lock per card uuid (feedback.reconcile
+    explains why). Taken in one order (sorted keys) and before any row lock of the transaction,
+    so two transactions never wait on each other in a cycle. SQLite: nothing (one writer at a
+    time already: BEGIN IMMEDIATE under _WriteLock)."""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({_lock_key(u) for u in uuids})
+    if keys:
+        # unnest yields the array in order, and each row's lock is taken as the row is produced.
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(CAST(:keys AS integer[])) k"),
+            {"space": CARD_LOCKS, "keys": keys},
+        ).fetchall()
+
+
+def _lock_key(uuid: str) -> int:
+    return int.from_bytes(hashlib.sha256(uuid.encode()).digest()[:4], "big", signed=True)
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Any:

@@ -3,6 +3,8 @@
 Each entry gets a dedupe key (a hash of its normalised content and the service id), unique in the
 table, so a client's retry of the same entry is stored once (INSERT ... ON CONFLICT DO NOTHING).
 An entry for a card uuid the audit never saw is kept and flagged (`known_card` false), not lost.
+When that card is still in another process's audit queue, that process's writer reconciles the
+entry as it writes the card (`reconcile`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy.engine import Connection
 
 from cds_hooks.fhir.read import parse_datetime
-from cds_hooks.store.db import cards, feedback, insert_ignoring_duplicates, writing
-from cds_hooks.store.suppression import record_override
+from cds_hooks.store.db import cards, feedback, insert_ignoring_duplicates, lock_cards, writing
+from cds_hooks.store.suppression import Candidate, record_override
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +60,11 @@ def save(
     statement = insert_ignoring_duplicates(engine, feedback)
     with writing(engine) as conn:
         uuids = sorted({r["card_uuid"] for r in rows})
-        query = select(cards.c.uuid, cards.c.fingerprint, cards.c.client).where(
-            cards.c.uuid.in_(uuids)
-        )
-        known = {uuid: (fp, recipient) for uuid, fp, recipient in conn.execute(query)}
+        lock_cards(conn, uuids)  # before the lookup: see reconcile
+        known = _known_cards(conn, uuids)
         for row in rows:
             fp, recipient = known.get(row["card_uuid"], (None, None))
+            row["sender"] = client
             row["known_card"] = row["card_uuid"] in known
             row["from_recipient"] = row["known_card"] and recipient == client
             if row["known_card"] and not row["from_recipient"]:
@@ -85,6 +87,67 @@ def save(
                 receipt.duplicates += 1
         receipt.unknown_cards = sorted(set(uuids) - known.keys())
     return receipt
+
+
+def _known_cards(conn: Connection, uuids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
+    """Card uuid -> (fingerprint, recipient) of the audited cards among `uuids`."""
+    query = select(cards.c.uuid, cards.c.fingerprint, cards.c.client).where(cards.c.uuid.in_(uuids))
+    return {uuid: (fp, recipient) for uuid, fp, recipient in conn.execute(query)}
+
+
+_UNRECONCILED = select(
+    feedback.c.id,
+    feedback.c.card_uuid,
+    feedback.c.sender,
+    feedback.c.outcome,
+    feedback.c.with_reason,
+    feedback.c.received_at,
+).where(feedback.c.known_card.is_(False))
+_RECONCILE = (
+    update(feedback)
+    .where(feedback.c.id == bindparam("row_id"))
+    .values(known_card=True, from_recipient=bindparam("recipient"))
+)
+
+
+def reconcile(conn: Connection, written: Sequence[Candidate]) -> int:
+    """Feedback that arrived before its card was written: now the card is known (the writer of
+    the audit queue calls this in the transaction that inserts the cards).
+
+    Such feedback was posted to another process or host while the card waited in this process's
+    queue: it was stored with `known_card` false. Now it is matched as `save` would have: known,
+    `from_recipient` when its sender is the card's recipient, and an override with a reason from
+    the recipient silences the order (`record_override`, at the feedback's arrival). Returns how
+    many entries were reconciled.
+
+    Why no entry slips between the two (PostgreSQL runs READ COMMITTED: each statement sees what
+    was committed when it began): `save` and the writer both take `lock_cards` on the card's uuid
+    before anything else, `save` before it looks the card up, the writer before it inserts it.
+    If `save` holds it first, the writer waits until that feedback is committed, and this lookup,
+    a later statement, sees the entry. If the writer holds it first, `save` waits until the card
+    is committed, and its lookup sees the card. Without the lock, `save` could read "no card",
+    the writer insert it and find no feedback (not yet committed), and both commit: the entry
+    would stay unknown for good. On SQLite, each write transaction holds the one write lock from
+    BEGIN IMMEDIATE to its commit, so the two never overlap at all.
+    """
+    by_uuid = {c.uuid: c for c in written}
+    if not by_uuid:
+        return 0
+    query = _UNRECONCILED.where(feedback.c.card_uuid.in_(sorted(by_uuid)))
+    entries = conn.execute(query).all()
+    for row_id, uuid, sender, outcome, with_reason, received_at in entries:
+        card = by_uuid[uuid]
+        recipient = card.client == sender
+        conn.execute(_RECONCILE, {"row_id": row_id, "recipient": recipient})
+        if card.fingerprint and recipient and outcome == "overridden" and with_reason:
+            record_override(conn, card.fingerprint, uuid, received_at)
+        if not recipient:
+            log.warning(
+                "feedback on card %s from another client than its recipient: kept, "
+                "not used to suppress",
+                uuid[:64],
+            )
+    return len(entries)
 
 
 def _row(

@@ -1,13 +1,14 @@
 """Core statements run straight on SQLite's DBAPI cursor: the audit of a call with cards.
 
-A call with cards writes its audit in the request (docs/storage.md, "The audit queue"): four
-statements in one transaction. Through `Connection.execute` each costs ~35 us of SQLAlchemy's
-Python (compile-cache lookup, parameter and result processing, events), three times what SQLite
-takes to run it (docs/performance.md, "Fixed cost, session 3"). The statements stay Core (one
-definition of every table and query); on SQLite they are compiled once and run on the DBAPI
-cursor with each column's own bind and result processors (the same conversions
-`Connection.execute` applies). Other databases, and any engine whose statements are listened
-to, go through `Connection.execute` as before.
+A call with cards reads the suppression state in the request and has its audit written by the
+audit queue's writer, or in the request when the queue is off or full (docs/storage.md, "The
+audit queue"): a few statements per call. Through `Connection.execute` each costs ~35 us of
+SQLAlchemy's Python (compile-cache lookup, parameter and result processing, events), three
+times what SQLite takes to run it (docs/performance.md, "Fixed cost, session 3"). The
+statements stay Core (one definition of every table and query); on SQLite they are compiled
+once and run on the DBAPI cursor with each column's own bind and result processors (the same
+conversions `Connection.execute` applies). Other databases, and any engine whose statements are
+listened to, go through `Connection.execute` as before.
 """
 
 from __future__ import annotations

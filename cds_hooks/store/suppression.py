@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -160,26 +160,33 @@ _STATE = Prepared(
 
 
 def decide(
-    conn: Connection,
+    conn: Connection | None,
     hook: str,
     candidates: Iterable[Candidate],
     settings: SuppressionSettings,
     now: datetime,
+    pending: Callable[[str], tuple[str, datetime] | None] | None = None,
 ) -> dict[str, tuple[str, str]]:
-    """Card uuid -> (why, the earlier card's uuid) for each candidate not to show."""
-    wanted: dict[str, list[Candidate]] = {}
-    for c in candidates:
-        if c.fingerprint and c.indicator != "critical":
-            wanted.setdefault(c.fingerprint, []).append(c)
+    """Card uuid -> (why, the earlier card's uuid) for each candidate not to show.
+
+    `conn` None: connected only when a lookup is needed (`lookup_needed`). `pending`: the
+    order-select card this process showed for a fingerprint that its audit writer has not
+    written yet (writer.Pending), counted as if written.
+    """
+    wanted = _wanted(hook, candidates, settings)
     if not wanted:
         return {}
+    if conn is None:
+        raise ValueError("decide needs a connection: lookup_needed said so")
     check_override = settings.overridden_window > timedelta(0)
     check_select = hook == "order-sign" and settings.select_sign
-    if not (check_override or check_select):
-        return {}
+    state = {row[0]: row[1:] for fp in sorted(wanted) for row in _STATE.rows(conn, {"fp": fp})}
     earlier: dict[str, tuple[str, str]] = {}  # fingerprint -> (why, earlier uuid)
-    rows = [row for fp in sorted(wanted) for row in _STATE.rows(conn, {"fp": fp})]
-    for fp, select_card, select_at, override_card, override_at in rows:
+    for fp in sorted(wanted):
+        select_card, select_at, override_card, override_at = state.get(fp, (None,) * 4)
+        shown = pending(fp) if pending is not None and check_select else None
+        if shown is not None and (select_at is None or shown[1] > select_at):
+            select_card, select_at = shown
         if check_override and override_at and override_at >= now - settings.overridden_window:
             earlier[fp] = (OVERRIDDEN, override_card)
         elif check_select and select_at and select_at >= now - settings.select_sign_window:
@@ -187,18 +194,48 @@ def decide(
     return {c.uuid: why for fp, why in earlier.items() for c in wanted[fp]}
 
 
-def record_shown(
-    conn: Connection, hook: str, candidates: Iterable[Candidate], suppressed: Mapping[str, Any], at
-) -> None:
-    """Remember, in place, the order-select cards this call showed (for order-sign to come)."""
+def lookup_needed(
+    hook: str, candidates: Iterable[Candidate], settings: SuppressionSettings
+) -> bool:
+    """Whether `decide` would read the state at all (no card it could hold back: no connection)."""
+    return bool(_wanted(hook, candidates, settings))
+
+
+def _wanted(
+    hook: str, candidates: Iterable[Candidate], settings: SuppressionSettings
+) -> dict[str, list[Candidate]]:
+    """Fingerprint -> the cards a rule could hold back (never a critical one); {} if none."""
+    check_override = settings.overridden_window > timedelta(0)
+    check_select = hook == "order-sign" and settings.select_sign
+    if not (check_override or check_select):
+        return {}
+    wanted: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        if c.fingerprint and c.indicator != "critical":
+            wanted.setdefault(c.fingerprint, []).append(c)
+    return wanted
+
+
+def shown_at_select(
+    hook: str, candidates: Iterable[Candidate], suppressed: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """(fingerprint, card uuid) of the order-select cards this call showed, one per fingerprint
+    (the last): what `record_shown` remembers for order-sign to come."""
     if hook != "order-select":
-        return
+        return []
     latest: dict[str, str] = {}
     for c in candidates:
         if c.fingerprint and c.uuid not in suppressed:
             latest[c.fingerprint] = c.uuid
-    if latest:
-        rows = [{"fingerprint": fp, "card": uuid, "at": at} for fp, uuid in sorted(latest.items())]
+    return sorted(latest.items())
+
+
+def record_shown(
+    conn: Connection, hook: str, candidates: Iterable[Candidate], suppressed: Mapping[str, Any], at
+) -> None:
+    """Remember, in place, the order-select cards this call showed (for order-sign to come)."""
+    if latest := shown_at_select(hook, candidates, suppressed):
+        rows = [{"fingerprint": fp, "card": uuid, "at": at} for fp, uuid in latest]
         _upsert(conn, "select").run(conn, rows)
 
 
