@@ -124,23 +124,27 @@ def _checked_parse(raw: bytes) -> Any:
       member owns, the first of its value and the comma before it (a container's first member:
       the container's closing bracket), so a body of at most 2 * MAX_VALUES bytes holds at most
       MAX_VALUES; a longer one is bounded by its commas, brackets and braces (every member but a
-      container's first follows a comma).
+      container's first follows a comma), counted with its colons in one pass.
     * Duplicate keys are found by counting colons (`_no_key_dropped`).
     """
     if not isinstance(raw, bytes) or _ESCAPED_NUL_OR_COLON.search(raw):
         return _SLOW
-    if len(raw) > 2 * MAX_VALUES and (
-        raw.count(b",") + raw.count(b"[") + raw.count(b"{") > MAX_VALUES
-    ):
-        return _SLOW
+    if len(raw) > 2 * MAX_VALUES:
+        marks = raw.translate(None, _ALL_BUT_MARKS)
+        colons = marks.count(b":")
+        if len(marks) - colons > MAX_VALUES:
+            return _SLOW
+    else:
+        colons = raw.count(b":")
     try:
         value = _CHECKED.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return _SLOW
-    return value if _no_key_dropped(raw, value) else _SLOW
+    return value if _no_key_dropped(colons, value) else _SLOW
 
 
 _ESCAPED_NUL_OR_COLON = re.compile(rb"\\u00(?:00|3)")
+_ALL_BUT_MARKS = bytes(set(range(256)) - set(b",[{:"))  # deleted, leaving commas ... colons
 
 
 def _slow_parse(raw: bytes | str) -> Any:
@@ -331,11 +335,12 @@ def _fast_parse(raw: bytes) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _SLOW
-    return value if _no_key_dropped(raw, value) else _SLOW
+    return value if _no_key_dropped(raw.count(b":"), value) else _SLOW
 
 
-def _no_key_dropped(raw: bytes, value: Any) -> bool:
-    """True when the parser that read `raw` into `value` kept every key (no key repeated).
+def _no_key_dropped(colons: int, value: Any) -> bool:
+    """True when the parser that read a text holding `colons` colons into `value` kept every key
+    (no key repeated).
 
     Both parsers keep the last of repeated keys silently. The raw text has one colon per key plus
     the literal ones inside strings, the re-serialisation one per kept key plus the ones inside
@@ -346,7 +351,7 @@ def _no_key_dropped(raw: bytes, value: Any) -> bool:
         again = orjson.dumps(value)
     except orjson.JSONEncodeError:
         return False
-    return raw.count(b":") == again.count(b":")
+    return colons == again.count(b":")
 
 
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")

@@ -276,6 +276,19 @@ def test_a_repeated_key_is_never_read_by_the_checked_parse(node):
         assert same(checked, json.loads(raw))
 
 
+def test_a_repeated_key_in_a_large_body_is_never_read_by_the_checked_parse():
+    """Over 2 * MAX_VALUES bytes the colons are counted in the same pass as the commas."""
+    text = "a:b," * 150_000  # 600,000 characters: two make the body long enough
+    pad = json.dumps({"pad": text, "more": text, "list": [{"k": i} for i in range(10)]})
+    raw = pad[:-1].encode() + b',"x":{"y":1,"y":2}}'
+    assert len(raw) > 2 * jsonbody.MAX_VALUES
+    assert jsonbody._checked_parse(raw) is jsonbody._SLOW
+    with pytest.raises(BadRequest, match="repeats the key"):
+        jsonbody.parse_json(raw)
+    once = raw.replace(b'"y":2', b'"z":2')
+    assert jsonbody._checked_parse(once) == json.loads(once)
+
+
 float_literals = st.floats(allow_nan=False, allow_infinity=False).map(repr) | st.builds(
     lambda sign, whole, fraction, exponent: f"{sign}{whole}.{fraction}e{exponent}",
     st.sampled_from(["", "-"]),
