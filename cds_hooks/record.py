@@ -230,7 +230,7 @@ def build_record(
     by_type = _by_type(resources)
     meds = _medications(
         bundle_resources(context.get(service.drafts_field)),
-        by_type.get("Medication", {}),
+        {ref_of(m) or str(id(m)): m for m in by_type.get("Medication", {}).values()},
         medications,
     )
     on_record = [
@@ -254,14 +254,20 @@ def build_record(
     )
 
 
-def _by_type(resources: Mapping[str, list]) -> dict[Any, dict[str, Mapping]]:
-    """The record's resources by resourceType as sent, then reference (the last one of an id)."""
-    by_type: dict[Any, dict[str, Mapping]] = {}
+def _by_type(resources: Mapping[str, list]) -> dict[Any, dict[Any, Mapping]]:
+    """The record's resources by resourceType as sent, then id: the last one of an id (as
+    `ref_of` reads it), each one without an id by itself. This visits every resource of the
+    record, so it builds no string per resource."""
+    by_type: dict[Any, dict[Any, Mapping]] = {}
     for key_resources in resources.values():
         for res in key_resources:
             if isinstance(res, dict):
-                rtype = res.get("resourceType")
-                by_type.setdefault(rtype, {})[ref_of(res) or str(id(res))] = res
+                rtype, rid = res.get("resourceType"), res.get("id")
+                group = by_type.get(rtype)
+                if group is None:
+                    group = by_type[rtype] = {}
+                identified = type(rid) is str and rid and type(rtype) is str
+                group[rid if identified else id(res)] = res
     return by_type
 
 
@@ -306,8 +312,9 @@ def _med_order(
     drugs = terminology.keys_for_concept(concept)
     for ingredient in _ingredients(resource, meds):
         drugs |= terminology.keys_for_concept(ingredient)
-    identified = bool(drugs or concept_text(concept) or ref_display or _coded(concept))
-    name = concept_text(concept) or ref_display or _unidentified_name(resource)
+    named = concept_text(concept)
+    identified = bool(drugs or named or ref_display or _coded(concept))
+    name = named or ref_display or _unidentified_name(resource)
     by_text = False
     # Name matching only for an order with no recognised coding (Round 2): a code found in a
     # drug group alone (an eCQM antihypertensive) is recognised, and so is a product the clinical

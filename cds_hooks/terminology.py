@@ -347,17 +347,17 @@ class Terminology:
 
     def keys_for_concept(self, concept: Mapping | None) -> frozenset[str]:
         """Union of :meth:`keys_for_coding` over a CodeableConcept's codings (text ignored)."""
-        if not _is_mapping(concept):
+        # The record indexes every coded resource with this (thousands of codings in a large
+        # record): a dict is tested without a call, a remembered coding is one dict get.
+        if type(concept) is not dict and not _is_mapping(concept):
             return _EMPTY
         codings = concept.get("coding")
         if not isinstance(codings, list):
             return _EMPTY
-        # The record indexes every coded resource with this (thousands of codings in a large
-        # record): a remembered coding is one dict get here, without a call per coding.
         remembered = self._by_coding
         found = _EMPTY
         for coding in codings:
-            if not _is_mapping(coding):
+            if type(coding) is not dict and not _is_mapping(coding):
                 continue
             system, code = coding.get("system"), coding.get("code")
             keys = remembered.get((system, code)) if type(system) is type(code) is str else None

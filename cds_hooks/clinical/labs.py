@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cds_hooks.fhir import status
-from cds_hooks.fhir.read import as_dict, effective_time, ref_of, text
+from cds_hooks.fhir.read import as_dict, effective_time, text
 from cds_hooks.terminology import Terminology
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,20 @@ def usable_time(obs: Mapping, now: datetime, max_age_days: int) -> datetime | No
     if obs.get("resourceType", "Observation") != "Observation":
         return None
     if not status.observation_usable(obs):
-        log.debug("%s skipped, status %r", ref_of(obs), obs.get("status"))
+        log.debug("Observation/%s skipped, status %r", obs.get("id"), obs.get("status"))
         return None
     now = aware(now)
     moment = effective_time(obs)
     if moment is None or moment > now + FUTURE_TOLERANCE:
-        log.debug("%s skipped, no usable effective time", ref_of(obs))
+        log.debug("Observation/%s skipped, no usable effective time", obs.get("id"))
         return None
     # Whole calendar days, so a date-only result exactly `max_age_days` old still counts.
     age_days = (now.astimezone(UTC).date() - moment.astimezone(UTC).date()).days
     if age_days > max_age_days:
-        log.debug("%s skipped, %s days old (limit %s)", ref_of(obs), age_days, max_age_days)
+        # The id, not ref_of: this runs for every old result, and the message is rarely shown.
+        log.debug(
+            "Observation/%s skipped, %s days old (limit %s)", obs.get("id"), age_days, max_age_days
+        )
         return None
     return moment
 
@@ -92,19 +95,19 @@ class ObservationIndex:
     Built once per call (`record.build_record`) with one lookup per distinct coding. Rules and
     engines select observations by value set only, so an observation coded in no value set is
     not kept, and a reader looking for a serum creatinine visits the few candidates instead of
-    every lab an EHR sends (docs/performance.md). `coded_in` gives candidates in record order:
-    a caller that reads only the top-level code still asks the matcher about each one.
+    every lab an EHR sends (docs/performance.md). `coded_in` gives them in record order.
     """
 
     def __init__(self, observations: Iterable[Any], terminology: Terminology) -> None:
         self.terminology = terminology
         self.observations: list[Mapping] = []  # the coded ones, in record order
         self._positions: dict[str, list[int]] = {}
+        self._code_keys: list[frozenset[str]] = []  # each one's own code's (not components')
         keys_for_concept = terminology.keys_for_concept
         for obs in observations:
             if type(obs) is not dict and not isinstance(obs, Mapping):  # the ABC test is slow
                 continue
-            keys = keys_for_concept(obs.get("code"))
+            keys = code_keys = keys_for_concept(obs.get("code"))
             components = obs.get("component")
             for component in components if isinstance(components, list) else ():
                 if isinstance(component, dict):
@@ -113,15 +116,19 @@ class ObservationIndex:
                 continue
             position = len(self.observations)
             self.observations.append(obs)
+            self._code_keys.append(code_keys)
             for key in keys:
                 self._positions.setdefault(key, []).append(position)
 
-    def coded_in(self, *keys: str) -> list[Mapping]:
-        """The observations with a code or a component's code in one of the value sets `keys`,
-        in record order (each once)."""
+    def coded_in(self, *keys: str, components: bool = True) -> list[Mapping]:
+        """The observations with a code, or (`components`) a component's code, in one of the
+        value sets `keys`, in record order (each once)."""
         self.terminology.known(keys)
         found = [self._positions.get(key, ()) for key in keys]
         positions = found[0] if len(found) == 1 else sorted(set().union(*found))
+        if not components:
+            own = self._code_keys
+            return [self.observations[i] for i in positions if not own[i].isdisjoint(keys)]
         return [self.observations[i] for i in positions]
 
 

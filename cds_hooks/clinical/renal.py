@@ -35,6 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from functools import cached_property, lru_cache
 from typing import Any
 
 from cds_hooks.clinical.labs import (
@@ -137,7 +138,7 @@ class _RenalCodes:
     aki: _Codes
     equations: tuple[_Codes, ...]
 
-    @property
+    @cached_property
     def kidney_conditions(self) -> frozenset[str]:
         """The condition value sets, to pass over every other Condition at once."""
         return frozenset(
@@ -145,6 +146,7 @@ class _RenalCodes:
         )
 
     @classmethod
+    @lru_cache(maxsize=16)  # per terminology and value sets: once per process, not per call
     def of(cls, terminology: Terminology, sets: RenalValueSets) -> _RenalCodes:
         def codes(key: str) -> _Codes:
             return _Codes(terminology, key)
@@ -311,7 +313,7 @@ def _clearance_readings(
                         matched = matched or hit
             value = _lowest(found)
         if value is None or matched is None:
-            log.debug("renal: %s skipped, no usable value", ref_of(obs))
+            log.debug("renal: Observation/%s skipped, no usable value", obs.get("id"))
             continue
         readings.append(
             _Reading(moment, round(value[0], 4), value[1], matched[0], matched[1], ref_of(obs))
@@ -321,16 +323,14 @@ def _clearance_readings(
 
 def _latest_amount(
     observations: list[Mapping],
-    codes: _Codes,
     units: Mapping[str, float],
     now: datetime,
     max_age_days: int,
 ) -> tuple[datetime, float, tuple[float, str], Mapping] | None:
-    """(when, value in the table's base unit, value as shown, observation) of the latest usable."""
+    """(when, value in the table's base unit, value as shown, observation) of the latest usable
+    of `observations` (those whose code is in the value set: `ObservationIndex.coded_in`)."""
     best = None
     for obs in observations:
-        if codes.match(obs.get("code")) is None:
-            continue
         moment = usable_time(obs, now, max_age_days)
         if moment is None:
             continue
@@ -338,7 +338,7 @@ def _latest_amount(
         read = quantity(qty)
         factor = unit_factor(qty, units)
         if read is None or factor is None or read[0] <= 0:
-            log.debug("renal: %s skipped, no value in a known unit", ref_of(obs))
+            log.debug("renal: Observation/%s skipped, no value in a known unit", obs.get("id"))
             continue
         if best is None or moment > best[0]:
             best = (moment, read[0] * factor[0], (read[0], factor[1]), obs)
@@ -369,14 +369,16 @@ def _cockcroft_gault(
     if factor is None or age is None or age < min_age_years:
         return None
     creatinine = _latest_amount(
-        observations.coded_in(codes.creatinine.key),
-        codes.creatinine,
+        observations.coded_in(codes.creatinine.key, components=False),
         _CREATININE_UNITS,
         now,
         max_age_days,
     )
     weight = _latest_amount(
-        observations.coded_in(codes.weight.key), codes.weight, _WEIGHT_UNITS, now, max_age_days
+        observations.coded_in(codes.weight.key, components=False),
+        _WEIGHT_UNITS,
+        now,
+        max_age_days,
     )
     if creatinine is None or weight is None:
         return None

@@ -306,9 +306,29 @@ def _record(data: ResolvedData, key: str, result: list[dict] | FhirError, source
 def _resolve_medications(
     data: ResolvedData, request: Mapping, client: FhirClient | None, deadline: float
 ) -> None:
-    """Index Medications we already hold, then read the referenced ones still missing."""
+    """Index Medications we already hold, then read the referenced ones still missing.
+
+    Only an order's medicationReference is looked up in this index (`record`), so a call
+    without one (most: EHRs send a medicationCodeableConcept) indexes nothing.
+    """
     context = as_dict(request.get("context"))
     drafts = [context.get(name) for name in _DRAFT_BUNDLES]
+    # Cheap type tests first: these loops see every resource of the record (docs/performance.md).
+    orders = [
+        r
+        for resources in data.resources.values()
+        for r in resources
+        if r.get("resourceType") == "MedicationRequest"
+    ]
+    orders += [r for bundle in drafts for _url, r in _entries(bundle)]
+    referring = [
+        ref
+        for resource in orders
+        if resource.get("resourceType") == "MedicationRequest"
+        and (ref := reference(resource.get("medicationReference")))
+    ]
+    if not referring:
+        return
     found = data.medications
     wanted: list[str] = []
     prefetched = list(as_dict(request.get("prefetch")).values())
@@ -321,7 +341,6 @@ def _resolve_medications(
         if full_url:  # draft bundles may reference by urn:uuid fullUrl
             found.setdefault(full_url, resource)
 
-    # Cheap type tests first: these loops see every resource of the record (docs/performance.md).
     for resources in data.resources.values():
         for resource in resources:
             if resource.get("resourceType") == "Medication":
@@ -332,18 +351,8 @@ def _resolve_medications(
             if isinstance(item, dict) and item.get("resourceType") == "Medication":
                 index(text(entry.get("fullUrl")), item)
 
-    orders = [
-        r
-        for resources in data.resources.values()
-        for r in resources
-        if r.get("resourceType") == "MedicationRequest"
-    ]
-    orders += [r for bundle in drafts for _url, r in _entries(bundle)]
-    for resource in orders:
-        if resource.get("resourceType") != "MedicationRequest":
-            continue
-        ref = reference(resource.get("medicationReference"))
-        if not ref or ref.startswith("#") or ref in found:
+    for ref in referring:
+        if ref.startswith("#") or ref in found:
             continue
         local = client.relative_reference(ref) if client else ref
         if not local or not _MEDICATION_REF_RE.match(local):
