@@ -135,7 +135,16 @@ def _call_service(
     else:
         # Fast exit: no targeted draft is in any rule's trigger set, so no rule would run
         # (engine.evaluate gates on the same keys); the rest of the record is never built.
-        record = PatientRecord(service.hook, None, [], drafts, [], [], [], dict(unavailable))
+        record = PatientRecord(
+            hook=service.hook,
+            patient=None,
+            conditions=[],
+            drafts=drafts,
+            orders_on_record=[],
+            observations=[],
+            allergies=[],
+            unavailable=dict(unavailable),
+        )
         result = Evaluation()
     pairs = result.carded(runtime.knowledge)
     call = CallResult(
