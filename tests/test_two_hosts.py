@@ -57,15 +57,21 @@ def rule_cards(answer) -> list[dict]:
     return [c for c in answer["cards"] if c["source"]["topic"]["code"] == RULE]
 
 
-@pytest.fixture
-def hosts(tmp_path, postgres_schema, key):
-    env = {
-        "CDS_DATABASE_URL": postgres_schema,
+def host_env(database_url: str, key, **extra: str) -> dict[str, str]:
+    """The environment of each host: one database, one public URL, one issuer."""
+    return {
+        "CDS_DATABASE_URL": database_url,
         "CDS_PUBLIC_BASE_URL": PUBLIC,
         "CDS_AUTH_ISSUERS": json.dumps({ISSUER: {"jwks": {"keys": [public_jwk(key)]}}}),
         "CDS_NOW": NOW,
         "CDS_LOG_FORMAT": "none",
+        **extra,
     }
+
+
+@pytest.fixture
+def hosts(tmp_path, postgres_schema, key):
+    env = host_env(postgres_schema, key)
     with serve(tmp_path / "host-a", env) as a, serve(tmp_path / "host-b", env) as b:
         yield a, b
 
@@ -149,14 +155,7 @@ def test_feedback_on_one_host_for_a_card_the_other_has_not_written_yet(
     override: B stores it (the EHR's 200 means it is kept) and, not knowing the card, shows the
     order's card again (a card shown, never one hidden). When A writes the card (here: its clean
     stop), A reconciles the feedback: the override holds on B, and the report counts it."""
-    env = {
-        "CDS_DATABASE_URL": postgres_schema,
-        "CDS_PUBLIC_BASE_URL": PUBLIC,
-        "CDS_AUTH_ISSUERS": json.dumps({ISSUER: {"jwks": {"keys": [public_jwk(key)]}}}),
-        "CDS_NOW": NOW,
-        "CDS_LOG_FORMAT": "none",
-        "CDS_AUDIT_FLUSH_SECONDS": "60",
-    }
+    env = host_env(postgres_schema, key, CDS_AUDIT_FLUSH_SECONDS="60")
     body = warning_request()
     with serve(tmp_path / "host-b", env) as b:
         with serve(tmp_path / "host-a", env) as a:
