@@ -192,15 +192,18 @@ def test_errors(tmp_path, capsys):
     assert status == 2 and "expected a JSON object" in err
 
 
-def test_a_patient_reference_without_an_id_is_refused_like_no_patient(tmp_path, capsys):
+def call_with_an_order(tmp_path, capsys, *args: str):
+    """`cds-hooks call` with one minimal draft order against the fake FHIR server."""
     order = {"resourceType": "MedicationRequest", "id": "x", "intent": "order"}
     draft = tmp_path / "d.json"
     draft.write_text(json.dumps(order))
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         FakeFhirServer(mock)
-        status, _b, err = run_call(
-            capsys, "--fhir", BASE, "--draft", str(draft), "--patient", "Patient/"
-        )
+        return run_call(capsys, "--fhir", BASE, "--draft", str(draft), *args)
+
+
+def test_a_patient_reference_without_an_id_is_refused_like_no_patient(tmp_path, capsys):
+    status, _b, err = call_with_an_order(tmp_path, capsys, "--patient", "Patient/")
     assert status == 2, err
     assert err.strip().splitlines() == [
         "cds-hooks call: no --patient, and the draft file names none; add --patient ID"
@@ -208,13 +211,6 @@ def test_a_patient_reference_without_an_id_is_refused_like_no_patient(tmp_path, 
 
 
 def test_a_request_the_service_rejects_exits_non_zero(tmp_path, capsys):
-    order = {"resourceType": "MedicationRequest", "id": "x", "intent": "order"}
-    draft = tmp_path / "d.json"
-    draft.write_text(json.dumps(order))
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        FakeFhirServer(mock)
-        status, body, err = run_call(
-            capsys, "--fhir", BASE, "--patient", "p", "--draft", str(draft), "--user", "nobody"
-        )
+    status, body, err = call_with_an_order(tmp_path, capsys, "--patient", "p", "--user", "nobody")
     assert status == 1
     assert body["error"] == "bad_request" and "HTTP 400" in err
